@@ -1,0 +1,1 @@
+"""Storekeeper: an OpenAPI-first inventory service."""

@@ -1,0 +1,77 @@
+"""The application factory: connexion in front, Flask underneath, one spec for everything."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+
+import connexion
+import yaml
+from connexion.exceptions import ProblemException
+from connexion.jsonifier import Jsonifier
+from connexion.middleware import MiddlewarePosition
+from connexion.options import SwaggerUIOptions
+from connexion.resolver import Resolver
+from connexion.utils import get_function_from_name
+from starlette.exceptions import HTTPException
+
+from service.config import Settings
+from service.db import EXTENSION_KEY, Database
+from service.docs import init_docs
+from service.errors import handle_http_exception, handle_problem, handle_unexpected
+from service.http_facts import register_spec_paths
+from service.request_id import RequestIdMiddleware
+from service.validation import VALIDATORS
+
+SPEC_URL = "/openapi.json"
+
+
+def _snake_case(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+def _resolve_handler(dotted: str):
+    """``service.handlers.products.listProducts`` → ``...products.list_products``.
+
+    operationIds stay camelCase for generated SDKs; the Python functions stay snake_case.
+    """
+    module, _, operation_id = dotted.rpartition(".")
+    return get_function_from_name(f"{module}.{_snake_case(operation_id)}")
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+
+
+def create_app(settings: Settings | None = None) -> connexion.FlaskApp:
+    settings = settings or Settings.from_env()
+    configure_logging(settings.log_level)
+
+    app = connexion.FlaskApp(__name__)
+    app.add_api(
+        settings.spec_path,
+        resolver=Resolver(function_resolver=_resolve_handler),
+        strict_validation=True,
+        validate_responses=settings.validate_responses,
+        validator_map=VALIDATORS,
+        jsonifier=Jsonifier(json, separators=(",", ":")),
+        # flasgger serves the one docs UI (/apidocs); connexion serves the raw spec.
+        swagger_ui_options=SwaggerUIOptions(swagger_ui=False, spec_path=SPEC_URL),
+    )
+    app.add_middleware(RequestIdMiddleware, position=MiddlewarePosition.BEFORE_EXCEPTION)
+    app.add_error_handler(ProblemException, handle_problem)
+    app.add_error_handler(HTTPException, handle_http_exception)
+    app.add_error_handler(Exception, handle_unexpected)
+
+    register_spec_paths(yaml.safe_load(settings.spec_path.read_text())["paths"])
+
+    flask_app = app.app
+    flask_app.extensions[EXTENSION_KEY] = Database(
+        settings.database_url, sqlite_busy_timeout_ms=settings.sqlite_busy_timeout_ms
+    )
+    init_docs(flask_app, settings.spec_path)
+    return app

@@ -1,0 +1,1 @@
+"""Operation handlers, one module per resource; connexion routes each operationId here."""

@@ -1,0 +1,123 @@
+"""/api/v1/products: the catalog."""
+
+from __future__ import annotations
+
+from flask import request
+from sqlalchemy import func, or_, select
+
+from service import db
+from service.conditional import not_modified, require_match, resource_response
+from service.errors import ConflictProblem, UnprocessableProblem, pointer_error
+from service.handlers.categories import descendant_ids
+from service.models import Category, Product
+from service.models.product import sku_key
+from service.pagination import list_response, paginate, sort_keys
+from service.responses import empty_response
+from service.schemas.product import ProductInputSchema, ProductSchema
+
+SORTS = sort_keys(
+    ("name", Product.name),
+    ("sku", Product.sku_key),
+    ("created_at", Product.created_at, "datetime"),
+)
+
+
+def _location(product: Product) -> str:
+    return f"/api/v1/products/{product.id}"
+
+
+def _check_category(category_id: int | None) -> None:
+    if category_id is not None and db.session().get(Category, category_id) is None:
+        raise UnprocessableProblem(
+            f"Category {category_id} does not exist.",
+            errors=[pointer_error("/category_id", "No category has this id.")],
+        )
+
+
+def _check_unique_sku(product: Product) -> None:
+    session = db.session()
+    with session.no_autoflush:  # check before the pending change hits the constraint
+        clash = session.scalar(
+            select(Product.id).where(
+                Product.sku_key == sku_key(product.sku), Product.id != (product.id or 0)
+            )
+        )
+    if clash is not None:
+        raise ConflictProblem(
+            "duplicate-sku",
+            f"SKU {product.sku!r} is already used by product {clash} (SKUs are unique "
+            "regardless of case).",
+            conflicting_id=clash,
+        )
+
+
+@db.unit_of_work
+def list_products(
+    limit: int = 50,
+    cursor: str | None = None,
+    category_id: int | None = None,
+    include_descendants: bool = False,
+    is_active: bool | None = None,
+    q: str | None = None,
+    sort: str = "name",
+):
+    stmt = select(Product)
+    if category_id is not None:
+        if include_descendants:
+            stmt = stmt.where(Product.category_id.in_(descendant_ids(category_id)))
+        else:
+            stmt = stmt.where(Product.category_id == category_id)
+    if is_active is not None:
+        stmt = stmt.where(Product.is_active.is_(is_active))
+    if q:
+        stmt = stmt.where(
+            or_(
+                Product.sku_key.contains(q.casefold(), autoescape=True),
+                func.lower(Product.name).contains(q.lower(), autoescape=True),
+            )
+        )
+    page = paginate(
+        db.session(), stmt, sort=SORTS[sort], id_column=Product.id, limit=limit, cursor=cursor
+    )
+    return list_response(ProductSchema(many=True).dump(page.items), page, request.url)
+
+
+@db.unit_of_work
+def create_product(body: dict):
+    session = db.session()
+    product = ProductInputSchema().load(body, session=session)
+    _check_category(product.category_id)
+    _check_unique_sku(product)
+    session.add(product)
+    session.flush()
+    return resource_response(ProductSchema().dump(product), product, 201, _location(product))
+
+
+@db.unit_of_work
+def get_product(product_id: int):
+    product = db.get_or_404(Product, product_id, "Product")
+    return not_modified(product) or resource_response(ProductSchema().dump(product), product)
+
+
+@db.unit_of_work
+def update_product(product_id: int, body: dict):
+    session = db.session()
+    product = db.get_or_404(Product, product_id, "Product")
+    require_match(product)
+    if "category_id" in body:
+        _check_category(body["category_id"])
+    ProductInputSchema().load(body, instance=product, partial=True, session=session)
+    _check_unique_sku(product)
+    session.flush()
+    return resource_response(ProductSchema().dump(product), product)
+
+
+@db.unit_of_work
+def delete_product(product_id: int):
+    session = db.session()
+    product = db.get_or_404(Product, product_id, "Product")
+    require_match(product)
+    # Stock history does not exist yet; once the ledger lands, a product with movements
+    # is refused here (409) and must be archived with is_active=false instead.
+    session.delete(product)
+    return empty_response()

@@ -1,0 +1,147 @@
+"""Keyset pagination with opaque cursors, shared by every list operation.
+
+A cursor encodes the sort it was issued for and the sort key of the last row served, so
+the next page starts strictly after that row: rows inserted meanwhile never shift pages,
+and no row is served twice. Ties are broken by ``id``, which is unique.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from sqlalchemy import Select, literal, tuple_
+from sqlalchemy.orm import InstrumentedAttribute, Session
+
+from service.errors import BadRequestProblem, parameter_error
+from service.responses import json_response
+
+T = TypeVar("T")
+
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 200
+
+
+def _identity(value: Any) -> Any:
+    return value
+
+
+@dataclass(frozen=True)
+class SortKey:
+    """One public sort order: the column it sorts on and how its values travel in a cursor."""
+
+    name: str
+    column: InstrumentedAttribute
+    descending: bool = False
+    to_cursor: Callable[[Any], Any] = _identity
+    from_cursor: Callable[[Any], Any] = _identity
+
+    @classmethod
+    def for_datetime(cls, name: str, column: InstrumentedAttribute, descending: bool) -> SortKey:
+        return cls(name, column, descending, datetime.isoformat, datetime.fromisoformat)
+
+
+def sort_keys(
+    *entries: tuple[str, InstrumentedAttribute] | tuple[str, InstrumentedAttribute, str],
+) -> dict[str, SortKey]:
+    """Ascending ``name`` and descending ``-name`` keys for each (name, column[, 'datetime'])."""
+    keys: dict[str, SortKey] = {}
+    for entry in entries:
+        name, column = entry[0], entry[1]
+        is_datetime = len(entry) > 2 and entry[2] == "datetime"
+        for descending in (False, True):
+            public = f"-{name}" if descending else name
+            keys[public] = (
+                SortKey.for_datetime(public, column, descending)
+                if is_datetime
+                else SortKey(public, column, descending)
+            )
+    return keys
+
+
+@dataclass
+class Page(Generic[T]):
+    items: Sequence[T]
+    next_cursor: str | None
+
+
+def encode_cursor(sort: str, values: Sequence[Any]) -> str:
+    raw = json.dumps({"s": sort, "k": list(values)}, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def _invalid_cursor(detail: str) -> BadRequestProblem:
+    return BadRequestProblem(detail, errors=[parameter_error("cursor", "query", detail)])
+
+
+def decode_cursor(cursor: str, sort: str) -> list[Any]:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        data = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
+        values = data["k"]
+        issued_for = data["s"]
+    except (ValueError, KeyError, TypeError, binascii.Error, UnicodeError) as exc:
+        raise _invalid_cursor(
+            "The cursor is not one this service issued; use next_cursor verbatim."
+        ) from exc
+    if issued_for != sort:
+        raise _invalid_cursor(
+            f"The cursor was issued for sort={issued_for!r}; repeat that sort or start over."
+        )
+    if not isinstance(values, list) or len(values) != 2:
+        raise _invalid_cursor("The cursor is malformed; use next_cursor verbatim.")
+    return values
+
+
+def paginate(
+    session: Session,
+    stmt: Select,
+    *,
+    sort: SortKey,
+    id_column: InstrumentedAttribute,
+    limit: int,
+    cursor: str | None,
+) -> Page:
+    """Fetch one page of ``stmt`` (which selects one entity) in ``sort`` order."""
+    order_columns = (sort.column, id_column)
+    if cursor:
+        raw_value, raw_id = decode_cursor(cursor, sort.name)
+        try:
+            last = (sort.from_cursor(raw_value), int(raw_id))
+        except (TypeError, ValueError) as exc:
+            raise _invalid_cursor("The cursor is malformed; use next_cursor verbatim.") from exc
+        position = tuple_(*order_columns)
+        # Bind through the columns' own types (e.g. UTC timestamps on SQLite).
+        after = tuple_(*(literal(v, c.type) for v, c in zip(last, order_columns, strict=True)))
+        stmt = stmt.where(position < after if sort.descending else position > after)
+    stmt = stmt.order_by(*(c.desc() if sort.descending else c.asc() for c in order_columns))
+    rows = session.scalars(stmt.limit(limit + 1)).all()
+    items, has_more = rows[:limit], len(rows) > limit
+    next_cursor = None
+    if has_more:
+        last_row = items[-1]
+        value = getattr(last_row, sort.column.key)
+        next_cursor = encode_cursor(sort.name, [sort.to_cursor(value), last_row.id])
+    return Page(items=items, next_cursor=next_cursor)
+
+
+def next_link(request_url: str, next_cursor: str | None) -> dict[str, str]:
+    """The ``Link: <...>; rel="next"`` header for a page, or nothing on the last page."""
+    if not next_cursor:
+        return {}
+    parts = urlsplit(request_url)
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "cursor"]
+    query.append(("cursor", next_cursor))
+    url = urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), ""))
+    return {"Link": f'<{url}>; rel="next"'}
+
+
+def list_response(items: list[dict], page: Page, request_url: str) -> tuple[dict, int, dict]:
+    body = {"items": items, "next_cursor": page.next_cursor}
+    return json_response(body, 200, next_link(request_url, page.next_cursor))
