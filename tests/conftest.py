@@ -97,9 +97,7 @@ def wipe(engine: Engine) -> None:
     tables = [t.name for t in Base.metadata.sorted_tables]
     if engine.dialect.name == "postgresql":
         with engine.begin() as connection:
-            connection.execute(
-                text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE")
-            )
+            connection.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
         return
     raw = engine.raw_connection()
     try:
