@@ -48,12 +48,19 @@ def make_engine(url: str, *, sqlite_busy_timeout_ms: int = 5000) -> Engine:
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
 
 
+def _sqlite_lower(value: Any) -> Any:
+    return value.lower() if isinstance(value, str) else value
+
+
 def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection, _record):  # pragma: no cover - driver hook
         # Take transaction control away from pysqlite so BEGIN is ours to emit.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
+        # SQLite's own lower() folds only ASCII; case-insensitive search must match
+        # PostgreSQL's for every name (and the str.lower() applied to the search term).
+        dbapi_connection.create_function("lower", 1, _sqlite_lower, deterministic=True)
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
         if engine.url.database not in (None, "", ":memory:"):

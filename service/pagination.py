@@ -12,7 +12,7 @@ import binascii
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -26,9 +26,34 @@ T = TypeVar("T")
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
+MAX_ID = 2**31 - 1  # ids are int32 (see the spec's Id schema)
 
 
 def _identity(value: Any) -> Any:
+    return value
+
+
+# Cursor values come back from clients: check their types before they reach the database,
+# where a wrong type is a driver error (500) instead of a malformed cursor (400).
+def _text_from_cursor(value: Any) -> str:
+    if not isinstance(value, str) or "\x00" in value:
+        raise ValueError("not a text sort value")
+    return value
+
+
+def _datetime_from_cursor(value: Any) -> datetime:
+    parsed = datetime.fromisoformat(value)  # TypeError unless a string
+    if parsed.tzinfo is None:
+        raise ValueError("not a UTC timestamp")
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError as exc:  # e.g. 9999-12-31T23:59:59-14:00
+        raise ValueError("timestamp out of range") from exc
+
+
+def _id_from_cursor(value: Any) -> int:
+    if type(value) is not int or not 1 <= value <= MAX_ID:
+        raise ValueError("not a row id")
     return value
 
 
@@ -40,11 +65,11 @@ class SortKey:
     column: InstrumentedAttribute
     descending: bool = False
     to_cursor: Callable[[Any], Any] = _identity
-    from_cursor: Callable[[Any], Any] = _identity
+    from_cursor: Callable[[Any], Any] = _text_from_cursor
 
     @classmethod
     def for_datetime(cls, name: str, column: InstrumentedAttribute, descending: bool) -> SortKey:
-        return cls(name, column, descending, datetime.isoformat, datetime.fromisoformat)
+        return cls(name, column, descending, datetime.isoformat, _datetime_from_cursor)
 
 
 def sort_keys(
@@ -113,7 +138,7 @@ def paginate(
     if cursor:
         raw_value, raw_id = decode_cursor(cursor, sort.name)
         try:
-            last = (sort.from_cursor(raw_value), int(raw_id))
+            last = (sort.from_cursor(raw_value), _id_from_cursor(raw_id))
         except (TypeError, ValueError) as exc:
             raise _invalid_cursor("The cursor is malformed; use next_cursor verbatim.") from exc
         position = tuple_(*order_columns)
