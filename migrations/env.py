@@ -5,9 +5,11 @@ from __future__ import annotations
 from logging.config import fileConfig
 
 from alembic import context
+from sqlalchemy.engine import make_url
 
 from service.config import Settings
 from service.db import make_engine
+from service.migrate import include_object_for
 from service.models import Base
 
 config = context.config
@@ -25,9 +27,10 @@ def _database_url() -> str:
     )
 
 
-def _configure(**kwargs) -> None:
+def _configure(dialect_name: str, **kwargs) -> None:
     context.configure(
         target_metadata=target_metadata,
+        include_object=include_object_for(dialect_name),
         # SQLite cannot ALTER most things; batch mode rebuilds tables instead.
         render_as_batch=True,
         compare_type=True,
@@ -37,7 +40,13 @@ def _configure(**kwargs) -> None:
 
 
 def run_migrations_offline() -> None:
-    _configure(url=_database_url(), literal_binds=True, dialect_opts={"paramstyle": "named"})
+    url = _database_url()
+    _configure(
+        make_url(url).get_backend_name(),
+        url=url,
+        literal_binds=True,
+        dialect_opts={"paramstyle": "named"},
+    )
     with context.begin_transaction():
         context.run_migrations()
 
@@ -45,13 +54,13 @@ def run_migrations_offline() -> None:
 def run_migrations_online() -> None:
     connection = config.attributes.get("connection")
     if connection is not None:
-        _configure(connection=connection)
+        _configure(connection.dialect.name, connection=connection)
         with context.begin_transaction():
             context.run_migrations()
         return
     engine = make_engine(_database_url())
     with engine.connect() as connection:
-        _configure(connection=connection)
+        _configure(connection.dialect.name, connection=connection)
         with context.begin_transaction():
             context.run_migrations()
     engine.dispose()

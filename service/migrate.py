@@ -8,6 +8,17 @@ from alembic import command
 from alembic.config import Config
 
 from service.config import PROJECT_ROOT, Settings
+from service.models.base import POSTGRESQL_ONLY
+
+
+def include_object_for(dialect_name: str):
+    """alembic ``include_object`` hook: leave out objects meant for another backend."""
+
+    def include_object(obj, _name, _type, _reflected, _compare_to) -> bool:
+        info = getattr(obj, "info", None) or {}
+        return not (info.get(POSTGRESQL_ONLY) and dialect_name != "postgresql")
+
+    return include_object
 
 
 def alembic_config(database_url: str | None = None) -> Config:

@@ -101,11 +101,14 @@ class ProblemJSONBodyValidator(JSONRequestBodyValidator):
         found = sorted(self._validator.iter_errors(body), key=lambda e: [str(p) for p in e.path])
         if not found:
             return None
-        errors: list[dict[str, str]] = []
+        # One entry per field, even when it breaks several rules (minLength and pattern).
+        by_pointer: dict[str, dict[str, str]] = {}
         for error in found:
             for entry in _schema_errors(error):
-                if entry not in errors:
-                    errors.append(entry)
+                known = by_pointer.setdefault(entry["pointer"], entry)
+                if known is not entry and entry["detail"] not in known["detail"]:
+                    known["detail"] = f"{known['detail']}; {entry['detail']}"
+        errors = list(by_pointer.values())
         raise BadRequestProblem(
             f"The request body is invalid: {len(errors)} error(s); see errors[].",
             errors=errors,
@@ -115,8 +118,14 @@ class ProblemJSONBodyValidator(JSONRequestBodyValidator):
 class ProblemParameterValidator(ParameterValidator):
     def _parameter_errors(self, location: str, values: t.Mapping[str, t.Any]) -> list[dict]:
         errors = []
+        seen: set[str] = set()
         for param in self.parameters.get(location, []):
             name = param["name"]
+            # connexion 3.3 appends path-level parameters to each operation's list once per
+            # middleware that builds it; check each parameter once.
+            if name in seen:
+                continue
+            seen.add(name)
             lookup = name.replace("-", "_") if location == "path" else name
             value = values.get(lookup)
             if is_nullable(param) and value in (None, "null", "None"):
@@ -128,8 +137,9 @@ class ProblemParameterValidator(ParameterValidator):
             validator = Draft4Validator(
                 param.get("schema", param), format_checker=Draft4Validator.FORMAT_CHECKER
             )
-            for error in validator.iter_errors(value):
-                errors.append(parameter_error(name, location, error.message))
+            messages = [error.message for error in validator.iter_errors(value)]
+            if messages:
+                errors.append(parameter_error(name, location, "; ".join(messages)))
         return errors
 
     def validate_request(self, request: ConnexionRequest) -> None:

@@ -105,6 +105,7 @@ def wipe(engine: Engine) -> None:
         cursor.execute("PRAGMA foreign_keys=OFF")
         for table in reversed(tables):
             cursor.execute(f"DELETE FROM {table}")
+        cursor.execute("DELETE FROM sqlite_sequence")  # restart AUTOINCREMENT ids
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
     finally:

@@ -171,16 +171,8 @@ def test_refused_write_does_not_change_the_etag(client, resource):
     assert etag(client, url) == tag
 
 
-def test_etag_of_a_recreated_resource_differs_from_the_deleted_ones(client, backend, request):
+def test_etag_of_a_recreated_resource_differs_from_the_deleted_ones(client):
     """An If-Match saved for a deleted product must not apply to a new one at the same URL."""
-    if backend == "sqlite":
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="SQLite reuses the highest deleted rowid (tables lack AUTOINCREMENT), "
-                'so the new product gets the same id and the same ETag "<id>-1"',
-            )
-        )
     create_product(client, "A-1")
     doomed = create_product(client, "B-1")
     url = f"/api/v1/products/{doomed['id']}"

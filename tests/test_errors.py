@@ -132,11 +132,6 @@ def test_several_invalid_fields_give_one_entry_each(client):
     assert all(entry["detail"] for entry in problem["errors"])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="service/validation.py emits one entry per failed JSON-schema keyword, so a "
-    "field failing minLength and pattern is listed twice",
-)
 def test_a_field_failing_several_rules_is_still_one_entry(client):
     problem = assert_problem(client.post(PRODUCTS, json={"sku": "", "name": ""}), 400)
     assert sorted(pointers(problem)) == ["/name", "/sku"]
@@ -192,12 +187,6 @@ def test_invalid_id_in_path_is_a_problem_not_500(client, path):
     assert_problem(response, response.status_code)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="connexion 3.3 appends path-level parameters to the operation's list once per "
-    "middleware (operations/openapi.py: self._parameters += path_parameters), and "
-    "service/validation.py validates every copy, so one bad path id yields 6 errors[]",
-)
 def test_bad_path_id_is_reported_once(client):
     problem = assert_problem(client.get(f"{PRODUCTS}/0"), 400)
     assert len(problem["errors"]) == 1

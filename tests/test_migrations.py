@@ -8,6 +8,7 @@ from sqlalchemy import inspect
 
 from service import migrate
 from service.db import make_engine
+from service.migrate import include_object_for
 from service.models import Base
 
 
@@ -16,7 +17,12 @@ def _drift(url: str) -> list:
     try:
         with engine.connect() as connection:
             context = MigrationContext.configure(
-                connection, opts={"compare_type": True, "compare_server_default": True}
+                connection,
+                opts={
+                    "compare_type": True,
+                    "compare_server_default": True,
+                    "include_object": include_object_for(connection.dialect.name),
+                },
             )
             return compare_metadata(context, Base.metadata)
     finally:

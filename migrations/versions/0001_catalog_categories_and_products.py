@@ -17,6 +17,10 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    postgresql = op.get_bind().dialect.name == "postgresql"
+    if postgresql:
+        # Trigram indexes serve the case-insensitive substring search (`q`).
+        op.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
     op.create_table(
         "categories",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -38,11 +42,21 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_categories")),
         sa.UniqueConstraint("sibling_key", name=op.f("uq_categories_sibling_key")),
+        # Never reuse a deleted row's id (ids are in ETags and URLs).
+        sqlite_autoincrement=True,
     )
     with op.batch_alter_table("categories", schema=None) as batch_op:
         batch_op.create_index("ix_categories_name_id", ["name", "id"], unique=False)
         batch_op.create_index(
             "ix_categories_parent_id_name_id", ["parent_id", "name", "id"], unique=False
+        )
+    if postgresql:
+        op.create_index(
+            "ix_categories_name_trgm",
+            "categories",
+            ["name"],
+            postgresql_using="gin",
+            postgresql_ops={"name": "gin_trgm_ops"},
         )
 
     op.create_table(
@@ -74,6 +88,8 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_products")),
         sa.UniqueConstraint("sku_key", name=op.f("uq_products_sku_key")),
+        # Never reuse a deleted row's id (ids are in ETags and URLs).
+        sqlite_autoincrement=True,
     )
     with op.batch_alter_table("products", schema=None) as batch_op:
         batch_op.create_index(
@@ -84,6 +100,15 @@ def upgrade() -> None:
             "ix_products_is_active_name_id", ["is_active", "name", "id"], unique=False
         )
         batch_op.create_index("ix_products_name_id", ["name", "id"], unique=False)
+    if postgresql:
+        for column in ("name", "sku"):
+            op.create_index(
+                f"ix_products_{column}_trgm",
+                "products",
+                [column],
+                postgresql_using="gin",
+                postgresql_ops={column: "gin_trgm_ops"},
+            )
 
 
 def downgrade() -> None:

@@ -69,14 +69,19 @@ def list_categories(
     limit: int = 50,
     cursor: str | None = None,
     parent_id: int | None = None,
+    top_level: bool | None = None,
     q: str | None = None,
     sort: str = "name",
 ):
     stmt = select(Category)
     if parent_id is not None:
         stmt = stmt.where(Category.parent_id == parent_id)
+    if top_level is not None:
+        stmt = stmt.where(
+            Category.parent_id.is_(None) if top_level else Category.parent_id.is_not(None)
+        )
     if q:
-        stmt = stmt.where(func.lower(Category.name).contains(q.lower(), autoescape=True))
+        stmt = stmt.where(Category.name.icontains(q, autoescape=True))
     page = paginate(
         db.session(), stmt, sort=SORTS[sort], id_column=Category.id, limit=limit, cursor=cursor
     )

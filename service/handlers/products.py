@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from flask import request
-from sqlalchemy import func, or_, select
+from sqlalchemy import or_, select
 
 from service import db
 from service.conditional import not_modified, require_match, resource_response
@@ -72,8 +72,8 @@ def list_products(
     if q:
         stmt = stmt.where(
             or_(
-                Product.sku_key.contains(q.casefold(), autoescape=True),
-                func.lower(Product.name).contains(q.lower(), autoescape=True),
+                Product.sku.icontains(q, autoescape=True),
+                Product.name.icontains(q, autoescape=True),
             )
         )
     page = paginate(

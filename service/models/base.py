@@ -18,8 +18,18 @@ NAMING_CONVENTION = {
 }
 
 
+# Marks schema objects (e.g. trigram indexes) that exist only on PostgreSQL; alembic's
+# comparison skips them on other backends (see service.migrate.include_object_for).
+POSTGRESQL_ONLY = "postgresql_only"
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def _same_as_created(context) -> datetime:
+    """A new row's updated_at is exactly its created_at."""
+    return context.get_current_parameters().get("created_at") or utcnow()
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -55,7 +65,7 @@ class TimestampedVersioned:
 
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, nullable=False)
     updated_at: Mapped[datetime] = mapped_column(
-        UTCDateTime(), default=utcnow, onupdate=utcnow, nullable=False
+        UTCDateTime(), default=_same_as_created, onupdate=utcnow, nullable=False
     )
     version: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
 

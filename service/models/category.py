@@ -3,7 +3,7 @@ from __future__ import annotations
 from sqlalchemy import CheckConstraint, ForeignKey, Index, Integer, String, Text, event
 from sqlalchemy.orm import Mapped, mapped_column
 
-from service.models.base import Base, TimestampedVersioned
+from service.models.base import POSTGRESQL_ONLY, Base, TimestampedVersioned
 
 
 def sibling_key(parent_id: int | None, name: str) -> str:
@@ -30,6 +30,16 @@ class Category(TimestampedVersioned, Base):
         CheckConstraint("parent_id IS NULL OR parent_id <> id", name="not_own_parent"),
         Index("ix_categories_parent_id_name_id", "parent_id", "name", "id"),
         Index("ix_categories_name_id", "name", "id"),
+        # `q` is a case-insensitive substring (ILIKE): trigram index on PostgreSQL.
+        Index(
+            "ix_categories_name_trgm",
+            "name",
+            postgresql_using="gin",
+            info={POSTGRESQL_ONLY: True},
+            postgresql_ops={"name": "gin_trgm_ops"},
+        ).ddl_if(dialect="postgresql"),
+        # Never hand a deleted row's id (and so its ETag) to a new row.
+        {"sqlite_autoincrement": True},
     )
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 from sqlalchemy import Boolean, CheckConstraint, ForeignKey, Index, Integer, String, Text, event
 from sqlalchemy.orm import Mapped, mapped_column
 
-from service.models.base import Base, TimestampedVersioned
+from service.models.base import POSTGRESQL_ONLY, Base, TimestampedVersioned
 
 
 def sku_key(sku: str) -> str:
@@ -36,6 +36,24 @@ class Product(TimestampedVersioned, Base):
         Index("ix_products_created_at_id", "created_at", "id"),
         Index("ix_products_category_id_name_id", "category_id", "name", "id"),
         Index("ix_products_is_active_name_id", "is_active", "name", "id"),
+        # `q` is a case-insensitive substring of SKU or name (ILIKE): trigram indexes on
+        # PostgreSQL; SQLite scans.
+        Index(
+            "ix_products_name_trgm",
+            "name",
+            postgresql_using="gin",
+            info={POSTGRESQL_ONLY: True},
+            postgresql_ops={"name": "gin_trgm_ops"},
+        ).ddl_if(dialect="postgresql"),
+        Index(
+            "ix_products_sku_trgm",
+            "sku",
+            postgresql_using="gin",
+            info={POSTGRESQL_ONLY: True},
+            postgresql_ops={"sku": "gin_trgm_ops"},
+        ).ddl_if(dialect="postgresql"),
+        # Never hand a deleted row's id (and so its ETag) to a new row.
+        {"sqlite_autoincrement": True},
     )
 
 
