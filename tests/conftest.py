@@ -102,9 +102,17 @@ def wipe(engine: Engine) -> None:
     raw = engine.raw_connection()
     try:
         cursor = raw.cursor()
+        # The append-only ledger's triggers refuse DELETE: lift them while wiping.
+        triggers = cursor.execute(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'trigger'"
+        ).fetchall()
+        for name, _sql in triggers:
+            cursor.execute(f"DROP TRIGGER {name}")
         cursor.execute("PRAGMA foreign_keys=OFF")
         for table in reversed(tables):
             cursor.execute(f"DELETE FROM {table}")
+        for _name, sql in triggers:
+            cursor.execute(sql)
         cursor.execute("DELETE FROM sqlite_sequence")  # restart AUTOINCREMENT ids
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()

@@ -1,6 +1,18 @@
 from __future__ import annotations
 
-from sqlalchemy import Boolean, CheckConstraint, ForeignKey, Index, Integer, String, Text, event
+from decimal import Decimal
+
+from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    Integer,
+    Numeric,
+    String,
+    Text,
+    event,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from service.models.base import POSTGRESQL_ONLY, Base, TimestampedVersioned
@@ -26,6 +38,10 @@ class Product(TimestampedVersioned, Base):
     reorder_point: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     reorder_quantity: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     is_active: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
+    # Moving-average unit cost, updated by receipts (and their reversals) under the level lock.
+    average_cost: Mapped[Decimal] = mapped_column(
+        Numeric(18, 6), nullable=False, default=Decimal(0)
+    )
 
     __table_args__ = (
         CheckConstraint("reorder_point >= 0", name="reorder_point_non_negative"),

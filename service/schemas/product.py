@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from marshmallow import fields
+
 from service.models import Product
 from service.schemas.base import SERVER_MANAGED, InputSchema, OutputSchema
 
@@ -9,8 +11,10 @@ class ProductSchema(OutputSchema):
         model = Product
         exclude = ("sku_key", "version")
 
+    average_cost = fields.Decimal(places=6, as_string=True)
+
 
 class ProductInputSchema(InputSchema):
     class Meta(InputSchema.Meta):
         model = Product
-        exclude = (*SERVER_MANAGED, "sku_key")
+        exclude = (*SERVER_MANAGED, "sku_key", "average_cost")

@@ -1,0 +1,136 @@
+"""The stock ledger: documents, their append-only movements, and the levels they sum to."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+
+from sqlalchemy import (
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    Integer,
+    Numeric,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from service.models.base import Base, UTCDateTime, utcnow
+
+DOCUMENT_KINDS = ("receipt", "shipment", "transfer", "adjustment", "reversal")
+MOVEMENT_KINDS = ("receipt", "shipment", "transfer_out", "transfer_in", "adjustment", "reversal")
+REASON_CODES = ("count", "damage", "loss", "found", "other")
+
+# Money and average cost: 4 decimal places, up to 10^14.
+Money = Numeric(18, 4)
+AverageCost = Numeric(18, 6)
+
+
+class StockDocument(Base):
+    """One business event (a receipt, shipment, transfer, adjustment or reversal)."""
+
+    __tablename__ = "stock_documents"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), nullable=False)
+    reference: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    note: Mapped[str | None] = mapped_column(Text, nullable=True)
+    location_id: Mapped[int | None] = mapped_column(
+        ForeignKey("locations.id", ondelete="RESTRICT"), nullable=True
+    )
+    to_location_id: Mapped[int | None] = mapped_column(
+        ForeignKey("locations.id", ondelete="RESTRICT"), nullable=True
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, nullable=False)
+
+    movements: Mapped[list[StockMovement]] = relationship(
+        back_populates="document", order_by="StockMovement.id", lazy="selectin"
+    )
+
+    __table_args__ = (
+        CheckConstraint(
+            "kind IN ('receipt', 'shipment', 'transfer', 'adjustment', 'reversal')",
+            name="kind_known",
+        ),
+        Index("ix_stock_documents_created_at_id", "created_at", "id"),
+        {"sqlite_autoincrement": True},
+    )
+
+
+class StockMovement(Base):
+    """One signed change of on-hand for a (product, location). Never updated or deleted."""
+
+    __tablename__ = "stock_movements"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    document_id: Mapped[int] = mapped_column(
+        ForeignKey("stock_documents.id", ondelete="RESTRICT"), nullable=False
+    )
+    kind: Mapped[str] = mapped_column(String(16), nullable=False)
+    product_id: Mapped[int] = mapped_column(
+        ForeignKey("products.id", ondelete="RESTRICT"), nullable=False
+    )
+    location_id: Mapped[int] = mapped_column(
+        ForeignKey("locations.id", ondelete="RESTRICT"), nullable=False
+    )
+    quantity: Mapped[int] = mapped_column(Integer, nullable=False)
+    balance_after: Mapped[int] = mapped_column(Integer, nullable=False)
+    unit_cost: Mapped[Decimal | None] = mapped_column(Money, nullable=True)
+    reason: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    note: Mapped[str | None] = mapped_column(Text, nullable=True)
+    reference: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    # The movement this one compensates; unique, so nothing is reversed twice.
+    reversal_of: Mapped[int | None] = mapped_column(
+        ForeignKey("stock_movements.id", ondelete="RESTRICT"), nullable=True, unique=True
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, nullable=False)
+
+    document: Mapped[StockDocument] = relationship(back_populates="movements")
+
+    __table_args__ = (
+        CheckConstraint(
+            "kind IN ('receipt', 'shipment', 'transfer_out', 'transfer_in', 'adjustment', "
+            "'reversal')",
+            name="kind_known",
+        ),
+        CheckConstraint("balance_after >= 0", name="balance_never_negative"),
+        CheckConstraint(
+            "reason IS NULL OR reason IN ('count', 'damage', 'loss', 'found', 'other')",
+            name="reason_known",
+        ),
+        # Movement lists are newest first, optionally per product / location / kind.
+        Index("ix_stock_movements_created_at_id", "created_at", "id"),
+        Index("ix_stock_movements_product_id_created_at_id", "product_id", "created_at", "id"),
+        Index("ix_stock_movements_location_id_created_at_id", "location_id", "created_at", "id"),
+        Index("ix_stock_movements_kind_created_at_id", "kind", "created_at", "id"),
+        Index("ix_stock_movements_reference", "reference"),
+        Index("ix_stock_movements_document_id", "document_id"),
+        {"sqlite_autoincrement": True},
+    )
+
+
+class StockLevel(Base):
+    """On-hand of one product at one location: always the sum of its movements."""
+
+    __tablename__ = "stock_levels"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    product_id: Mapped[int] = mapped_column(
+        ForeignKey("products.id", ondelete="RESTRICT"), nullable=False
+    )
+    location_id: Mapped[int] = mapped_column(
+        ForeignKey("locations.id", ondelete="RESTRICT"), nullable=False
+    )
+    on_hand: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    updated_at: Mapped[datetime] = mapped_column(
+        UTCDateTime(), default=utcnow, onupdate=utcnow, nullable=False
+    )
+
+    __table_args__ = (
+        UniqueConstraint("product_id", "location_id"),
+        CheckConstraint("on_hand >= 0", name="on_hand_never_negative"),
+        Index("ix_stock_levels_location_id_product_id", "location_id", "product_id"),
+        {"sqlite_autoincrement": True},
+    )
