@@ -36,6 +36,21 @@ _write_intent: contextvars.ContextVar[bool] = contextvars.ContextVar(
     "storekeeper_write_intent", default=False
 )
 EXTENSION_KEY = "storekeeper.database"
+# Callbacks that must write in the request's own transaction, after the handler returned and
+# before the commit (e.g. storing an idempotent response atomically with what it describes).
+_before_commit: contextvars.ContextVar[tuple[Callable[[Session, Any], None], ...]] = (
+    contextvars.ContextVar("storekeeper_before_commit", default=())
+)
+
+
+@contextlib.contextmanager
+def before_commit(callback: Callable[[Session, Any], None]) -> Iterator[None]:
+    """Run ``callback(session, handler_result)`` inside the next unit of work, pre-commit."""
+    token = _before_commit.set((*_before_commit.get(), callback))
+    try:
+        yield
+    finally:
+        _before_commit.reset(token)
 
 
 def make_engine(url: str, *, sqlite_busy_timeout_ms: int = 5000) -> Engine:
@@ -126,8 +141,11 @@ def unit_of_work(handler: F) -> F:
 
         write = request.method not in {"GET", "HEAD", "OPTIONS"}
         try:
-            with get_database().transaction(write=write):
-                return handler(*args, **kwargs)
+            with get_database().transaction(write=write) as session:
+                result = handler(*args, **kwargs)
+                for callback in _before_commit.get():
+                    callback(session, result)
+                return result
         except StaleDataError as exc:
             # Another request updated the row between our read and our write.
             if request.headers.get("If-Match"):

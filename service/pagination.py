@@ -71,6 +71,10 @@ class SortKey:
     def for_datetime(cls, name: str, column: InstrumentedAttribute, descending: bool) -> SortKey:
         return cls(name, column, descending, datetime.isoformat, _datetime_from_cursor)
 
+    @classmethod
+    def for_id(cls, name: str, column: InstrumentedAttribute, descending: bool) -> SortKey:
+        return cls(name, column, descending, _identity, _id_from_cursor)
+
 
 def sort_keys(
     *entries: tuple[str, InstrumentedAttribute] | tuple[str, InstrumentedAttribute, str],
@@ -79,14 +83,15 @@ def sort_keys(
     keys: dict[str, SortKey] = {}
     for entry in entries:
         name, column = entry[0], entry[1]
-        is_datetime = len(entry) > 2 and entry[2] == "datetime"
+        kind = entry[2] if len(entry) > 2 else "text"
         for descending in (False, True):
             public = f"-{name}" if descending else name
-            keys[public] = (
-                SortKey.for_datetime(public, column, descending)
-                if is_datetime
-                else SortKey(public, column, descending)
-            )
+            if kind == "datetime":
+                keys[public] = SortKey.for_datetime(public, column, descending)
+            elif kind == "id":
+                keys[public] = SortKey.for_id(public, column, descending)
+            else:
+                keys[public] = SortKey(public, column, descending)
     return keys
 
 
@@ -124,6 +129,15 @@ def decode_cursor(cursor: str, sort: str) -> list[Any]:
     return values
 
 
+def decode_position(cursor: str, sort: SortKey) -> tuple[Any, int]:
+    """The (sort value, id) of the last row a cursor's page served, validated."""
+    raw_value, raw_id = decode_cursor(cursor, sort.name)
+    try:
+        return sort.from_cursor(raw_value), _id_from_cursor(raw_id)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise _invalid_cursor("The cursor is malformed; use next_cursor verbatim.") from exc
+
+
 def paginate(
     session: Session,
     stmt: Select,
@@ -136,11 +150,7 @@ def paginate(
     """Fetch one page of ``stmt`` (which selects one entity) in ``sort`` order."""
     order_columns = (sort.column, id_column)
     if cursor:
-        raw_value, raw_id = decode_cursor(cursor, sort.name)
-        try:
-            last = (sort.from_cursor(raw_value), _id_from_cursor(raw_id))
-        except (TypeError, ValueError) as exc:
-            raise _invalid_cursor("The cursor is malformed; use next_cursor verbatim.") from exc
+        last = decode_position(cursor, sort)
         position = tuple_(*order_columns)
         # Bind through the columns' own types (e.g. UTC timestamps on SQLite).
         after = tuple_(*(literal(v, c.type) for v, c in zip(last, order_columns, strict=True)))

@@ -93,11 +93,13 @@ class ProblemJSONBodyValidator(JSONRequestBodyValidator):
         return body
 
     def _validate(self, body: t.Any) -> dict | None:
-        if body is None and not self._nullable:
-            raise BadRequestProblem(
-                "The request body is required.",
-                errors=[pointer_error("", "A JSON body is required.")],
-            )
+        if body is None:
+            if self._required and not self._nullable:
+                raise BadRequestProblem(
+                    "The request body is required.",
+                    errors=[pointer_error("", "A JSON body is required.")],
+                )
+            return None
         found = sorted(self._validator.iter_errors(body), key=lambda e: [str(p) for p in e.path])
         if not found:
             return None

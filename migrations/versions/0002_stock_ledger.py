@@ -117,6 +117,7 @@ def upgrade() -> None:
         "stock_movements",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("document_id", sa.Integer(), nullable=False),
+        sa.Column("line_no", sa.Integer(), nullable=False),
         sa.Column("kind", sa.String(length=16), nullable=False),
         sa.Column("product_id", sa.Integer(), nullable=False),
         sa.Column("location_id", sa.Integer(), nullable=False),

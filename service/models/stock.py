@@ -68,6 +68,8 @@ class StockMovement(Base):
     document_id: Mapped[int] = mapped_column(
         ForeignKey("stock_documents.id", ondelete="RESTRICT"), nullable=False
     )
+    # Position of the request line this movement came from (both legs of a transfer share it).
+    line_no: Mapped[int] = mapped_column(Integer, nullable=False)
     kind: Mapped[str] = mapped_column(String(16), nullable=False)
     product_id: Mapped[int] = mapped_column(
         ForeignKey("products.id", ondelete="RESTRICT"), nullable=False
