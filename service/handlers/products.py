@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from flask import request
-from sqlalchemy import or_, select
+from sqlalchemy import func, or_, select
 
 from service import db
 from service.conditional import not_modified, require_match, resource_response
 from service.errors import ConflictProblem, UnprocessableProblem, pointer_error
 from service.handlers.categories import descendant_ids
-from service.models import Category, Product
+from service.models import Category, Product, StockMovement
 from service.models.product import sku_key
 from service.pagination import list_response, paginate, sort_keys
 from service.responses import empty_response
@@ -117,7 +117,17 @@ def delete_product(product_id: int):
     session = db.session()
     product = db.get_or_404(Product, product_id, "Product")
     require_match(product)
-    # Stock history does not exist yet; once the ledger lands, a product with movements
-    # is refused here (409) and must be archived with is_active=false instead.
+    movements = session.scalar(
+        select(func.count())
+        .select_from(StockMovement)
+        .where(StockMovement.product_id == product_id)
+    )
+    if movements:
+        raise ConflictProblem(
+            "product-has-stock-history",
+            f"Product {product_id} has {movements} stock movement(s); the ledger keeps its "
+            "history. Archive it with is_active=false instead.",
+            blocking={"movements": movements},
+        )
     session.delete(product)
     return empty_response()
