@@ -78,6 +78,13 @@ def _claim(scope: str, key: str, fingerprint: str) -> IdempotencyRecord | None:
     now = utcnow()
     try:
         with database.transaction(write=True) as session:
+            # Expired keys go as new ones arrive (indexed on expires_at): the table stays small.
+            session.execute(
+                delete(IdempotencyRecord).where(
+                    IdempotencyRecord.expires_at <= now,
+                    IdempotencyRecord.key != key,
+                )
+            )
             record = session.scalar(
                 select(IdempotencyRecord)
                 .where(IdempotencyRecord.scope == scope, IdempotencyRecord.key == key)
