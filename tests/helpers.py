@@ -49,3 +49,10 @@ def walk_pages(client, path: str, **params: Any) -> list[dict]:
             return items
         assert 'rel="next"' in response.headers["link"]
     raise AssertionError("pagination did not terminate")
+
+
+def create_location(client, code: str = "WH1-A01", name: str | None = None, **fields: Any) -> dict:
+    body = {"code": code, "name": name or f"Location {code}", **fields}
+    response = client.post("/api/v1/locations", json=body)
+    assert response.status_code == 201, response.text
+    return response.json()

@@ -49,6 +49,12 @@ def upgrade() -> None:
         sa.UniqueConstraint("code_key", name=op.f("uq_locations_code_key")),
         sqlite_autoincrement=True,
     )
+    with op.batch_alter_table("locations", schema=None) as batch_op:
+        batch_op.create_index("ix_locations_name_id", ["name", "id"], unique=False)
+        batch_op.create_index("ix_locations_created_at_id", ["created_at", "id"], unique=False)
+        batch_op.create_index(
+            "ix_locations_is_active_code_key", ["is_active", "code_key"], unique=False
+        )
     op.create_table(
         "stock_documents",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -225,6 +231,11 @@ def downgrade() -> None:
         batch_op.drop_index("ix_stock_documents_created_at_id")
 
     op.drop_table("stock_documents")
+    with op.batch_alter_table("locations", schema=None) as batch_op:
+        batch_op.drop_index("ix_locations_is_active_code_key")
+        batch_op.drop_index("ix_locations_created_at_id")
+        batch_op.drop_index("ix_locations_name_id")
+
     op.drop_table("locations")
     with op.batch_alter_table("idempotency_keys", schema=None) as batch_op:
         batch_op.drop_index("ix_idempotency_keys_expires_at")

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from sqlalchemy import Boolean, Integer, String, event
+from sqlalchemy import Boolean, Index, Integer, String, event
 from sqlalchemy.orm import Mapped, mapped_column
 
 from service.models.base import Base, TimestampedVersioned
@@ -22,7 +22,13 @@ class Location(TimestampedVersioned, Base):
     name: Mapped[str] = mapped_column(String(100), nullable=False)
     is_active: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
 
-    __table_args__ = ({"sqlite_autoincrement": True},)
+    __table_args__ = (
+        # Sorts (ties by id) and the is_active filter; the unique code_key serves the code sort.
+        Index("ix_locations_name_id", "name", "id"),
+        Index("ix_locations_created_at_id", "created_at", "id"),
+        Index("ix_locations_is_active_code_key", "is_active", "code_key"),
+        {"sqlite_autoincrement": True},
+    )
 
 
 @event.listens_for(Location, "before_insert")
