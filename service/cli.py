@@ -8,6 +8,7 @@ import click
 
 from service import migrate
 from service.config import Settings
+from service.stock_cli import stock
 
 
 @click.group()
@@ -64,6 +65,9 @@ def downgrade(revision: str) -> None:
 def current() -> None:
     """Print the database's current revision."""
     migrate.current()
+
+
+main.add_command(stock)
 
 
 def _redacted(url: str) -> str:

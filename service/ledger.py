@@ -295,6 +295,10 @@ def reversal_posting(
                 .order_by(StockMovement.id)
             )
         )
+    # Take the posting's first lock (its product rows) before looking for an earlier
+    # reversal: a concurrent reversal of the same movement either committed already (and is
+    # seen below) or waits for us.
+    _lock_products(session, (leg.product_id for leg in legs))
     reversed_already = session.scalars(
         select(StockMovement.reversal_of).where(
             StockMovement.reversal_of.in_([leg.id for leg in legs])

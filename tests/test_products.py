@@ -23,6 +23,7 @@ PRODUCT_FIELDS = {
     "unit_of_measure",
     "reorder_point",
     "reorder_quantity",
+    "average_cost",
     "is_active",
     "created_at",
     "updated_at",

@@ -16,6 +16,10 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
+# SQLite batch operations rebuild the table; keep ids from ever being reused.
+KEEP_AUTOINCREMENT = {"sqlite_autoincrement": True}
+
+
 def upgrade() -> None:
     op.create_table(
         "idempotency_keys",
@@ -129,7 +133,7 @@ def upgrade() -> None:
         sa.Column("location_id", sa.Integer(), nullable=False),
         sa.Column("quantity", sa.Integer(), nullable=False),
         sa.Column("balance_after", sa.Integer(), nullable=False),
-        sa.Column("unit_cost", sa.Numeric(precision=18, scale=4), nullable=True),
+        sa.Column("unit_cost", sa.BigInteger(), nullable=True),
         sa.Column("reason", sa.String(length=16), nullable=True),
         sa.Column("note", sa.Text(), nullable=True),
         sa.Column("reference", sa.String(length=100), nullable=True),
@@ -196,22 +200,18 @@ def upgrade() -> None:
         batch_op.create_index("ix_stock_movements_reference", ["reference"], unique=False)
 
     # Existing products start at a zero average cost.
-    with op.batch_alter_table("products", schema=None) as batch_op:
-        batch_op.add_column(
-            sa.Column("average_cost", sa.Numeric(precision=18, scale=6), nullable=True)
-        )
+    with op.batch_alter_table("products", table_kwargs=KEEP_AUTOINCREMENT) as batch_op:
+        batch_op.add_column(sa.Column("average_cost", sa.BigInteger(), nullable=True))
     op.execute("UPDATE products SET average_cost = 0")
-    with op.batch_alter_table("products", schema=None) as batch_op:
-        batch_op.alter_column(
-            "average_cost", existing_type=sa.Numeric(precision=18, scale=6), nullable=False
-        )
+    with op.batch_alter_table("products", table_kwargs=KEEP_AUTOINCREMENT) as batch_op:
+        batch_op.alter_column("average_cost", existing_type=sa.BigInteger(), nullable=False)
 
     _create_append_only_guard()
 
 
 def downgrade() -> None:
     _drop_append_only_guard()
-    with op.batch_alter_table("products", schema=None) as batch_op:
+    with op.batch_alter_table("products", table_kwargs=KEEP_AUTOINCREMENT) as batch_op:
         batch_op.drop_column("average_cost")
 
     with op.batch_alter_table("stock_movements", schema=None) as batch_op:

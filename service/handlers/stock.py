@@ -7,7 +7,7 @@ from decimal import Decimal
 from typing import Any
 
 from flask import request
-from sqlalchemy import func, select
+from sqlalchemy import func, literal, select, tuple_
 
 from service import db, ledger
 from service.errors import UnprocessableProblem, pointer_error
@@ -234,14 +234,20 @@ def list_stock_levels(
         stmt = stmt.join(Product, Product.id == StockLevel.product_id)
         at_or_below = StockLevel.on_hand <= Product.reorder_point
         stmt = stmt.where(at_or_below if below_reorder_point else ~at_or_below)
-    page = paginate(
-        db.session(),
-        stmt,
-        sort=LEVEL_SORTS["product_id"],
-        id_column=StockLevel.id,
-        limit=limit,
-        cursor=cursor,
+    # The spec promises "by product then location": keyset on (product_id, location_id),
+    # which is unique, rather than on the level's own id (its creation order).
+    order = (StockLevel.product_id, StockLevel.location_id)
+    if cursor:
+        last = decode_position(cursor, LEVEL_SORTS["product_id"])
+        stmt = stmt.where(tuple_(*order) > tuple_(*(literal(v) for v in last)))
+    rows = db.session().scalars(stmt.order_by(*order).limit(limit + 1)).all()
+    levels, more = rows[:limit], len(rows) > limit
+    next_cursor = (
+        encode_cursor("product_id", [levels[-1].product_id, levels[-1].location_id])
+        if more
+        else None
     )
+    page = Page(items=levels, next_cursor=next_cursor)
     return list_response(StockLevelSchema(many=True).dump(page.items), page, request.url)
 
 

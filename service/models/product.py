@@ -8,14 +8,13 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
-    Numeric,
     String,
     Text,
     event,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from service.models.base import POSTGRESQL_ONLY, Base, TimestampedVersioned
+from service.models.base import POSTGRESQL_ONLY, Base, ScaledDecimal, TimestampedVersioned
 
 
 def sku_key(sku: str) -> str:
@@ -40,7 +39,7 @@ class Product(TimestampedVersioned, Base):
     is_active: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
     # Moving-average unit cost, updated by receipts (and their reversals) under the level lock.
     average_cost: Mapped[Decimal] = mapped_column(
-        Numeric(18, 6), nullable=False, default=Decimal(0)
+        ScaledDecimal(6), nullable=False, default=Decimal(0)
     )
 
     __table_args__ = (

@@ -10,22 +10,20 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
-    Numeric,
     String,
     Text,
     UniqueConstraint,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from service.models.base import Base, UTCDateTime, utcnow
+from service.models.base import Base, ScaledDecimal, UTCDateTime, utcnow
 
 DOCUMENT_KINDS = ("receipt", "shipment", "transfer", "adjustment", "reversal")
 MOVEMENT_KINDS = ("receipt", "shipment", "transfer_out", "transfer_in", "adjustment", "reversal")
 REASON_CODES = ("count", "damage", "loss", "found", "other")
 
-# Money and average cost: 4 decimal places, up to 10^14.
-Money = Numeric(18, 4)
-AverageCost = Numeric(18, 6)
+# Unit costs: exact decimals with 4 places (up to 10^12 per the contract).
+Money = ScaledDecimal(4)
 
 
 class StockDocument(Base):
