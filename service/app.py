@@ -16,6 +16,7 @@ from connexion.resolver import Resolver
 from connexion.utils import get_function_from_name
 from starlette.exceptions import HTTPException
 
+from service.auth import DatabaseScopeMiddleware
 from service.config import Settings
 from service.db import EXTENSION_KEY, Database
 from service.docs import init_docs
@@ -62,7 +63,13 @@ def create_app(settings: Settings | None = None) -> connexion.FlaskApp:
         # flasgger serves the one docs UI (/apidocs); connexion serves the raw spec.
         swagger_ui_options=SwaggerUIOptions(swagger_ui=False, spec_path=SPEC_URL),
     )
+    database = Database(
+        settings.database_url, sqlite_busy_timeout_ms=settings.sqlite_busy_timeout_ms
+    )
     app.add_middleware(RequestIdMiddleware, position=MiddlewarePosition.BEFORE_EXCEPTION)
+    app.add_middleware(
+        DatabaseScopeMiddleware, position=MiddlewarePosition.BEFORE_SECURITY, database=database
+    )
     app.add_error_handler(ProblemException, handle_problem)
     app.add_error_handler(HTTPException, handle_http_exception)
     app.add_error_handler(Exception, handle_unexpected)
@@ -70,8 +77,6 @@ def create_app(settings: Settings | None = None) -> connexion.FlaskApp:
     register_spec_paths(yaml.safe_load(settings.spec_path.read_text())["paths"])
 
     flask_app = app.app
-    flask_app.extensions[EXTENSION_KEY] = Database(
-        settings.database_url, sqlite_busy_timeout_ms=settings.sqlite_busy_timeout_ms
-    )
+    flask_app.extensions[EXTENSION_KEY] = database
     init_docs(flask_app, settings.spec_path)
     return app

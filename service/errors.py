@@ -133,6 +133,13 @@ def _render(
     )
 
 
+def _challenge(headers: dict[str, str] | None, status: int) -> dict[str, str] | None:
+    """Every 401 names the scheme to authenticate with (RFC 9110 §11.6.1)."""
+    if status != 401:
+        return headers
+    return {**(headers or {}), "WWW-Authenticate": 'Bearer realm="storekeeper"'}
+
+
 def handle_problem(request: ConnexionRequest, exc: ProblemException) -> ConnexionResponse:
     level = logging.INFO if exc.status < 500 else logging.ERROR
     logger.log(
@@ -149,7 +156,7 @@ def handle_problem(request: ConnexionRequest, exc: ProblemException) -> Connexio
         title=exc.title,
         detail=exc.detail,
         type_=exc.type,
-        headers=exc.headers,
+        headers=_challenge(exc.headers, exc.status),
         ext=exc.ext,
     )
 

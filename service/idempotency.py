@@ -23,6 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from service import db
+from service.auth import current_principal
 from service.errors import ApiProblem, ConflictProblem
 from service.models import IdempotencyRecord
 from service.models.base import utcnow
@@ -39,8 +40,9 @@ REPLAYED_RESPONSE_HEADERS = ("Location",)
 
 
 def credential_scope() -> str:
-    """Keys belong to the credential that sent them; before authentication exists, one scope."""
-    return "anonymous"
+    """Keys belong to the credential that sent them: one client cannot replay another's."""
+    principal = current_principal()
+    return principal.scope_key if principal else "anonymous"
 
 
 def request_fingerprint() -> str:

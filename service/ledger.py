@@ -66,6 +66,9 @@ class Posting:
     note: str | None = None
     location_id: int | None = None
     to_location_id: int | None = None
+    # Who writes it: a user (with an access token) or an API key (and its creator).
+    created_by_user_id: int | None = None
+    created_by_api_key_id: int | None = None
     shortages: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -203,6 +206,8 @@ def post(session: Session, posting: Posting) -> StockDocument:
         location_id=posting.location_id,
         to_location_id=posting.to_location_id,
         created_at=utcnow(),
+        created_by_user_id=posting.created_by_user_id,
+        created_by_api_key_id=posting.created_by_api_key_id,
     )
     session.add(document)
     session.flush()
@@ -233,6 +238,8 @@ def post(session: Session, posting: Posting) -> StockDocument:
                 reference=posting.reference,
                 reversal_of=change.reversal_of,
                 created_at=document.created_at,
+                created_by_user_id=posting.created_by_user_id,
+                created_by_api_key_id=posting.created_by_api_key_id,
             )
         )
     now = utcnow()

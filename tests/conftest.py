@@ -22,7 +22,8 @@ from service import migrate
 from service.app import create_app
 from service.config import Settings
 from service.db import EXTENSION_KEY, Database
-from service.models import Base
+from service.auth import hash_password, issue_access_token
+from service.models import Base, User
 
 POSTGRES_ENV = "STOREKEEPER_TEST_POSTGRES_URL"
 BACKENDS = ("sqlite", "postgresql")
@@ -120,8 +121,50 @@ def wipe(engine: Engine) -> None:
         raw.close()
 
 
+# argon2 is deliberately slow; tests that do not log in share one precomputed hash.
+TEST_PASSWORD = "correct horse battery staple"
+_TEST_PASSWORD_HASH = hash_password(TEST_PASSWORD)
+
+
+def create_user(database: Database, role: str, email: str | None = None) -> User:
+    """A user with TEST_PASSWORD, written straight to the database."""
+    with database.transaction() as session:
+        user = User(
+            email=email or f"{role}-{uuid.uuid4().hex[:8]}@example.com",
+            name=f"Test {role}",
+            role=role,
+            password_hash=_TEST_PASSWORD_HASH,
+        )
+        session.add(user)
+        session.flush()
+        session.expunge(user)
+        return user
+
+
+def bearer_for(database: Database, role: str) -> dict[str, str]:
+    """Authorization headers for a fresh user of ``role``."""
+    user = create_user(database, role)
+    with database.transaction() as session:
+        secret, _ = issue_access_token(session, session.get(User, user.id))
+    return {"Authorization": f"Bearer {secret}"}
+
+
+@pytest.fixture()
+def auth_headers(database):
+    """Factory: ``auth_headers("clerk")`` → headers of a new clerk's access token."""
+    return lambda role="admin": bearer_for(database, role)
+
+
 @pytest.fixture()
 def client(app, database):
+    """A client authenticated as an admin (every operation allowed)."""
+    wipe(database.engine)
+    with app.test_client(headers=bearer_for(database, "admin")) as test_client:
+        yield test_client
+
+
+@pytest.fixture()
+def anonymous_client(app, database):
     wipe(database.engine)
     with app.test_client() as test_client:
         yield test_client

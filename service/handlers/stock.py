@@ -10,6 +10,7 @@ from flask import request
 from sqlalchemy import func, literal, select, tuple_
 
 from service import db, ledger
+from service.auth import current_principal
 from service.errors import UnprocessableProblem, pointer_error
 from service.idempotency import idempotent
 from service.models import Product, StockDocument, StockLevel, StockMovement
@@ -32,6 +33,16 @@ ALERT_SORTS = sort_keys(("product_id", Product.id, "id"))
 def _created(document: StockDocument):
     body = StockDocumentSchema().dump(document)
     return json_response(body, 201, {"Location": f"/api/v1/stock/documents/{document.id}"})
+
+
+def _authored(posting: ledger.Posting) -> ledger.Posting:
+    """Stamp the caller on the document and its movements."""
+    principal = current_principal()
+    if principal is not None:
+        posting.created_by_user_id = principal.user_id
+        if principal.kind == "api_key":
+            posting.created_by_api_key_id = principal.credential_id
+    return posting
 
 
 def _quantity_changes(lines, kind: str, location_id: int, sign: int) -> list[ledger.Change]:
@@ -62,7 +73,7 @@ def create_receipt(body: dict):
         note=body.get("note"),
         location_id=body["location_id"],
     )
-    return _created(ledger.post(session, posting))
+    return _created(ledger.post(session, _authored(posting)))
 
 
 @idempotent
@@ -78,7 +89,7 @@ def create_shipment(body: dict):
         note=body.get("note"),
         location_id=body["location_id"],
     )
-    return _created(ledger.post(session, posting))
+    return _created(ledger.post(session, _authored(posting)))
 
 
 @idempotent
@@ -109,7 +120,7 @@ def create_transfer(body: dict):
         location_id=source,
         to_location_id=target,
     )
-    return _created(ledger.post(session, posting))
+    return _created(ledger.post(session, _authored(posting)))
 
 
 @idempotent
@@ -143,7 +154,7 @@ def create_adjustment(body: dict):
         note=body.get("note"),
         location_id=location_id,
     )
-    return _created(ledger.post(session, posting))
+    return _created(ledger.post(session, _authored(posting)))
 
 
 @idempotent
@@ -152,7 +163,7 @@ def reverse_stock_movement(movement_id: int, body: dict | None = None):
     session = db.session()
     body = body or {}
     posting = ledger.reversal_posting(session, movement_id, body.get("reference"), body.get("note"))
-    return _created(ledger.post(session, posting))
+    return _created(ledger.post(session, _authored(posting)))
 
 
 @db.unit_of_work

@@ -1,5 +1,6 @@
 """SQLAlchemy models; importing this package registers every table on ``Base.metadata``."""
 
+from service.models.auth import AccessToken, ApiKey, OutboxMessage, PasswordResetToken, User
 from service.models.base import Base
 from service.models.category import Category
 from service.models.idempotency import IdempotencyRecord
@@ -8,12 +9,17 @@ from service.models.product import Product
 from service.models.stock import StockDocument, StockLevel, StockMovement
 
 __all__ = [
+    "AccessToken",
+    "ApiKey",
     "Base",
     "Category",
     "IdempotencyRecord",
     "Location",
+    "OutboxMessage",
+    "PasswordResetToken",
     "Product",
     "StockDocument",
     "StockLevel",
     "StockMovement",
+    "User",
 ]

@@ -42,6 +42,13 @@ class StockDocument(Base):
         ForeignKey("locations.id", ondelete="RESTRICT"), nullable=True
     )
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, nullable=False)
+    # Who wrote it: the user, or the API key (and through it the user who created the key).
+    created_by_user_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="RESTRICT"), nullable=True
+    )
+    created_by_api_key_id: Mapped[int | None] = mapped_column(
+        ForeignKey("api_keys.id", ondelete="RESTRICT"), nullable=True
+    )
 
     movements: Mapped[list[StockMovement]] = relationship(
         back_populates="document", order_by="StockMovement.id", lazy="selectin"
@@ -86,6 +93,12 @@ class StockMovement(Base):
         ForeignKey("stock_movements.id", ondelete="RESTRICT"), nullable=True, unique=True
     )
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, nullable=False)
+    created_by_user_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="RESTRICT"), nullable=True
+    )
+    created_by_api_key_id: Mapped[int | None] = mapped_column(
+        ForeignKey("api_keys.id", ondelete="RESTRICT"), nullable=True
+    )
 
     document: Mapped[StockDocument] = relationship(back_populates="movements")
 
