@@ -108,7 +108,7 @@ def _post(client: httpx.Client, path: str, body: dict) -> dict:
 
 
 def seed(server: LiveServer, products: int, locations: int) -> tuple[list[int], list[int]]:
-    with httpx.Client(base_url=server.base_url, timeout=60.0) as client:
+    with httpx.Client(base_url=server.base_url, timeout=60.0, headers=server.headers) as client:
         location_ids = [
             _post(client, "/api/v1/locations", {"code": f"BENCH-L{i}", "name": f"Bench {i}"})["id"]
             for i in range(locations)
@@ -193,7 +193,7 @@ def run_level(
 
     def client(index: int) -> None:
         rng = random.Random(f"{seed_value}-{clients}-{index}")
-        with httpx.Client(base_url=server.base_url, timeout=60.0) as http:
+        with httpx.Client(base_url=server.base_url, timeout=60.0, headers=server.headers) as http:
             http.get("/health")  # connected before the clock starts
             start.wait(timeout=120)
             while take():

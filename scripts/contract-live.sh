@@ -169,6 +169,27 @@ EOF
 done
 echo "contract: server ready after ${SECONDS} s"
 
+# Fuzz as an admin, the way an operator starts: create the first admin with the CLI, then log
+# in over HTTP. (schemathesis' ignored_auth check also replays requests without the token.)
+ADMIN_EMAIL="contract-admin@example.com"
+ADMIN_PASSWORD="contract-$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')"
+printf '%s\n' "$ADMIN_PASSWORD" |
+    DATABASE_URL="$DATABASE_URL" "$VENV/bin/storekeeper" users create \
+        --email "$ADMIN_EMAIL" --name "Contract admin" --role admin --password-stdin >/dev/null
+TOKEN="$("$PY" - "$BASE_URL/api/v1/auth/token" "$ADMIN_EMAIL" "$ADMIN_PASSWORD" <<'EOF'
+import json, sys, urllib.request
+url, email, password = sys.argv[1:4]
+request = urllib.request.Request(
+    url,
+    data=json.dumps({"email": email, "password": password}).encode(),
+    headers={"Content-Type": "application/json"},
+)
+with urllib.request.urlopen(request, timeout=10) as response:
+    print(json.load(response)["access_token"])
+EOF
+)"
+echo "contract: logged in as $ADMIN_EMAIL"
+
 config_args=()
 if [[ -f schemathesis.toml ]]; then
     config_args=(--config-file schemathesis.toml)
@@ -185,8 +206,9 @@ st_args=(
     --workers "${SCHEMATHESIS_WORKERS:-1}"
     --report junit
     --report-junit-path "$JUNIT"
+    --header "Authorization: Bearer $TOKEN"
 )
-echo "+ schemathesis ${config_args[*]} run ${st_args[*]}"
+echo "+ schemathesis ${config_args[*]} run ${st_args[*]/Bearer */Bearer ***}"
 set +e
 "$SCHEMATHESIS" "${config_args[@]}" run "${st_args[@]}"
 st_rc=$?

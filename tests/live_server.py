@@ -19,8 +19,9 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -53,6 +54,8 @@ class LiveServer:
     database_url: str
     process: subprocess.Popen
     log_path: Path
+    # Authorization for an admin minted straight in the database once the server is ready.
+    headers: dict[str, str] = field(default_factory=dict)
 
     def log_tail(self, lines: int = 80) -> str:
         try:
@@ -94,6 +97,29 @@ def _start(database_url: str, port: int, log_path: Path, env_extra: dict[str, st
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: teardown reaches every worker
         )
+
+
+def admin_headers(database_url: str) -> dict[str, str]:
+    """A new admin user and access token in the server's (migrated) database."""
+    from service.auth import hash_password, issue_access_token
+    from service.db import Database
+    from service.models import User
+
+    database = Database(database_url)
+    try:
+        with database.transaction() as session:
+            user = User(
+                email=f"live-admin-{uuid.uuid4().hex[:8]}@example.com",
+                name="Live admin",
+                role="admin",
+                password_hash=hash_password(uuid.uuid4().hex),
+            )
+            session.add(user)
+            session.flush()
+            secret, _ = issue_access_token(session, user)
+    finally:
+        database.dispose()
+    return {"Authorization": f"Bearer {secret}"}
 
 
 def _wait_ready(server: LiveServer, timeout: float) -> None:
@@ -170,6 +196,7 @@ def live_server(
             server = LiveServer(f"http://127.0.0.1:{port}", database_url, process, log_path)
             try:
                 _wait_ready(server, ready_timeout)
+                server.headers = admin_headers(database_url)
                 break
             except ServerFailedToStart:
                 stop(process)

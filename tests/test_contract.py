@@ -11,7 +11,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 
-from tests.conftest import wipe
+from tests.conftest import bearer_for, wipe
 
 pytestmark = pytest.mark.contract
 
@@ -32,10 +32,17 @@ def api_schema(app):
 schema = schemathesis.pytest.from_fixture("api_schema")
 
 
+@pytest.fixture()
+def admin_headers(database) -> dict[str, str]:
+    """A fresh admin token: other tests wipe the users table between tests."""
+    return bearer_for(database, "admin")
+
+
 @schema.parametrize()
 @FUZZ_SETTINGS
-def test_operation_conforms_to_contract(case):
-    case.call_and_validate()
+def test_operation_conforms_to_contract(case, admin_headers):
+    # With a real credential; the ignored_auth check also replays each case without it.
+    case.call_and_validate(headers=admin_headers)
 
 
 def test_stateful_workflows_conform_to_contract(api_schema, database):
@@ -45,6 +52,10 @@ def test_stateful_workflows_conform_to_contract(api_schema, database):
         def setup(self) -> None:
             # Each scenario starts from an empty database, so replays draw the same data.
             wipe(database.engine)
+            self.headers = bearer_for(database, "admin")
+
+        def get_call_kwargs(self, case):
+            return {"headers": self.headers}
 
     Workflow.run(
         settings=settings(

@@ -60,7 +60,7 @@ def engine(live) -> Iterator[Engine]:
 
 @pytest.fixture()
 def api(live) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=live.base_url, timeout=30.0) as client:
+    with httpx.Client(base_url=live.base_url, timeout=30.0, headers=live.headers) as client:
         yield client
 
 
@@ -190,9 +190,16 @@ class Workload:
         }
         return operation, "/api/v1/stock/transfers", body
 
-    def run_client(self, base_url: str, client: int, start: threading.Barrier, end: list[float]):
+    def run_client(
+        self,
+        base_url: str,
+        headers: dict[str, str],
+        client: int,
+        start: threading.Barrier,
+        end: list[float],
+    ):
         rng = random.Random(f"{self.tag}-{client}")
-        with httpx.Client(base_url=base_url, timeout=30.0) as http:
+        with httpx.Client(base_url=base_url, timeout=30.0, headers=headers) as http:
             http.get("/health")  # connect before the start line
             start.wait(timeout=60)
             for n in range(MAX_REQUESTS_PER_CLIENT):
@@ -224,13 +231,15 @@ class Workload:
                 if outcome.status == 201:
                     self.movement_ids[client] += [m["id"] for m in outcome.payload["movements"]]
 
-    def run(self, base_url: str, seconds: float) -> float:
+    def run(self, base_url: str, headers: dict[str, str], seconds: float) -> float:
         """Every client connected, then all start together and stop after ``seconds``."""
         start = threading.Barrier(CLIENTS + 1)
         end: list[float] = []  # set just before the start line; clients read it after
         threads = [
             threading.Thread(
-                target=self.run_client, args=(base_url, client, start, end), daemon=True
+                target=self.run_client,
+                args=(base_url, headers, client, start, end),
+                daemon=True,
             )
             for client in range(CLIENTS)
         ]
@@ -269,7 +278,7 @@ def test_concurrent_documents_on_scarce_stock_keep_the_ledger_exact(live, engine
     log_offset = _log_offset(live)
 
     workload = Workload(products, locations, tag)
-    elapsed = workload.run(live.base_url, RUN_SECONDS)
+    elapsed = workload.run(live.base_url, live.headers, RUN_SECONDS)
     outcomes = workload.outcomes
 
     statuses = Counter(o.status for o in outcomes)
@@ -438,14 +447,16 @@ def test_concurrent_documents_on_scarce_stock_keep_the_ledger_exact(live, engine
     assert exit_code == 0, output
 
 
-def _fire_together(base_url: str, requests: list[tuple[str, dict]]) -> list[Any]:
+def _fire_together(
+    base_url: str, headers: dict[str, str], requests: list[tuple[str, dict]]
+) -> list[Any]:
     """POST every (path, body) from its own thread, all released at once; the answers."""
     start = threading.Barrier(len(requests))
     answers: list[Any] = []
     lock = threading.Lock()
 
     def fire(path: str, body: dict) -> None:
-        with httpx.Client(base_url=base_url, timeout=30.0) as http:
+        with httpx.Client(base_url=base_url, timeout=30.0, headers=headers) as http:
             http.get("/health")  # connect before the start line
             start.wait(timeout=30)
             try:
@@ -489,6 +500,7 @@ def test_concurrent_reversals_of_one_movement_write_one_reversal(live, engine, a
         reference = f"{tag}-{round_no}"
         answers = _fire_together(
             live.base_url,
+            live.headers,
             [
                 (
                     f"/api/v1/stock/movements/{legs[i % len(legs)]}/reversal",
@@ -546,7 +558,7 @@ def test_one_idempotency_key_from_8_threads_writes_one_document(live, engine, ap
         lock = threading.Lock()
 
         def fire(start=start, key=key, body=body, answers=answers, lock=lock):
-            with httpx.Client(base_url=live.base_url, timeout=30.0) as http:
+            with httpx.Client(base_url=live.base_url, timeout=30.0, headers=live.headers) as http:
                 http.get("/health")
                 start.wait(timeout=30)
                 try:

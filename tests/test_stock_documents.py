@@ -20,6 +20,8 @@ DOCUMENT_FIELDS = {
     "location_id",
     "to_location_id",
     "created_at",
+    "created_by_user_id",
+    "created_by_api_key_id",
     "movements",
 }
 MOVEMENT_FIELDS = {
@@ -36,6 +38,8 @@ MOVEMENT_FIELDS = {
     "reference",
     "reversal_of",
     "created_at",
+    "created_by_user_id",
+    "created_by_api_key_id",
 }
 
 
@@ -149,6 +153,11 @@ def test_receipt_writes_one_document_with_a_movement_and_balance_per_line(client
     assert document["to_location_id"] is None
     movements = document["movements"]
     assert [set(m) for m in movements] == [MOVEMENT_FIELDS] * 3
+    me = client.get("/api/v1/users/me").json()
+    assert (document["created_by_user_id"], document["created_by_api_key_id"]) == (me["id"], None)
+    assert {(m["created_by_user_id"], m["created_by_api_key_id"]) for m in movements} == {
+        (me["id"], None)
+    }
     assert [
         (m["kind"], m["product_id"], m["location_id"], m["quantity"], m["balance_after"])
         for m in movements
