@@ -97,8 +97,14 @@ class Principal:
 
     @property
     def scope_key(self) -> str:
-        """Idempotency keys and write rate limits are scoped to the credential."""
-        return f"{self.kind}:{self.credential_id}"
+        """Whose budget and idempotency keys these are: an API key's own, or the user's.
+
+        A user's successive login tokens share one scope, so a retry after logging in again
+        still replays; each integration key is a scope of its own.
+        """
+        if self.kind == "api_key":
+            return f"api_key:{self.credential_id}"
+        return f"user:{self.user_id}"
 
     def token_info(self) -> dict[str, Any]:
         return {
