@@ -138,6 +138,7 @@ env \
     PORT="$PORT" \
     WEB_CONCURRENCY="${WEB_CONCURRENCY:-2}" \
     STOREKEEPER_VALIDATE_RESPONSES=true \
+    WRITE_RATE_LIMIT="${CONTRACT_WRITE_RATE_LIMIT:-100000/minute}" \
     VENV="$VENV" \
     "${launcher[@]}" bash "$ROOT/scripts/serve-production.sh" >"$SERVER_LOG" 2>&1 </dev/null &
 SERVER_PID=$!

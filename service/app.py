@@ -12,7 +12,6 @@ from connexion.exceptions import ProblemException
 from connexion.jsonifier import Jsonifier
 from connexion.middleware import MiddlewarePosition
 from connexion.options import SwaggerUIOptions
-from connexion.resolver import Resolver
 from connexion.utils import get_function_from_name
 from starlette.exceptions import HTTPException
 
@@ -22,6 +21,8 @@ from service.db import EXTENSION_KEY, Database
 from service.docs import init_docs
 from service.errors import handle_http_exception, handle_problem, handle_unexpected
 from service.http_facts import register_spec_paths
+from service.ratelimit import EXTENSION_KEY as RATE_LIMITS_KEY
+from service.ratelimit import RateLimitingResolver, RateLimits
 from service.request_id import RequestIdMiddleware
 from service.validation import VALIDATORS
 
@@ -52,10 +53,12 @@ def create_app(settings: Settings | None = None) -> connexion.FlaskApp:
     settings = settings or Settings.from_env()
     configure_logging(settings.log_level)
 
+    rate_limits = RateLimits(settings)
     app = connexion.FlaskApp(__name__)
     app.add_api(
         settings.spec_path,
-        resolver=Resolver(function_resolver=_resolve_handler),
+        # Wraps login, password reset and every write in its rate limit.
+        resolver=RateLimitingResolver(rate_limits, function_resolver=_resolve_handler),
         strict_validation=True,
         validate_responses=settings.validate_responses,
         validator_map=VALIDATORS,
@@ -78,5 +81,6 @@ def create_app(settings: Settings | None = None) -> connexion.FlaskApp:
 
     flask_app = app.app
     flask_app.extensions[EXTENSION_KEY] = database
+    flask_app.extensions[RATE_LIMITS_KEY] = rate_limits
     init_docs(flask_app, settings.spec_path)
     return app

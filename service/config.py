@@ -1,4 +1,25 @@
-"""Settings read from the environment, once, at application start."""
+"""Settings read from the environment, once, at application start.
+
+Rate limits (service/ratelimit.py; a limit is a ``limits`` string such as ``10/minute``,
+``5/15minutes``, or several joined by ``;`` that must all pass, e.g. ``10/minute;50/hour``):
+
+- ``RATE_LIMIT_ENABLED`` (default ``true``): apply the limits below. A ``Settings`` built in
+  code (tests, scripts) has them off unless it passes ``rate_limit_enabled=True``: every
+  deployment reads the environment, and the shared test app must not trip the per-address
+  login budget, since every test client has the same address.
+- ``LOGIN_RATE_LIMIT`` (default ``10/minute``): login attempts per client address and,
+  separately, per e-mail address.
+- ``PASSWORD_RESET_RATE_LIMIT`` (default ``5/15minutes``): reset requests per client address
+  and per e-mail address; reset confirmations per client address.
+- ``WRITE_RATE_LIMIT`` (default ``600/minute``): POST/PUT/PATCH/DELETE under ``/api/v1`` per
+  credential (access token or API key), per client address when anonymous.
+- ``REDIS_URL`` (default unset): ``redis://host:6379/0`` shares the budgets between every
+  process; unset, each process counts in its own memory. If Redis fails, the service logs a
+  warning and falls back to per-process limits until it answers again (fail open).
+- ``TRUST_PROXY_HEADERS`` (default ``false``): take the client address from the right-most
+  ``X-Forwarded-For`` entry (set by the proxy in front) instead of the peer address. Turn it
+  on only behind a proxy that sets the header, or clients can pick their own address.
+"""
 
 from __future__ import annotations
 
@@ -30,6 +51,14 @@ class Settings:
     log_level: str = "INFO"
     # SQLite waits this long for a competing writer before giving up.
     sqlite_busy_timeout_ms: int = 5000
+    # Rate limits: see the module docstring. Off unless asked in code, on by default in the
+    # environment (from_env).
+    rate_limit_enabled: bool = False
+    login_rate_limit: str = "10/minute"
+    password_reset_rate_limit: str = "5/15minutes"
+    write_rate_limit: str = "600/minute"
+    redis_url: str | None = None
+    trust_proxy_headers: bool = False
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -39,4 +68,11 @@ class Settings:
             validate_responses=_env_bool("STOREKEEPER_VALIDATE_RESPONSES", False),
             log_level=os.environ.get("LOG_LEVEL", "INFO").upper(),
             sqlite_busy_timeout_ms=int(os.environ.get("SQLITE_BUSY_TIMEOUT_MS", "5000")),
+            rate_limit_enabled=_env_bool("RATE_LIMIT_ENABLED", True),
+            login_rate_limit=os.environ.get("LOGIN_RATE_LIMIT") or cls.login_rate_limit,
+            password_reset_rate_limit=os.environ.get("PASSWORD_RESET_RATE_LIMIT")
+            or cls.password_reset_rate_limit,
+            write_rate_limit=os.environ.get("WRITE_RATE_LIMIT") or cls.write_rate_limit,
+            redis_url=os.environ.get("REDIS_URL") or None,
+            trust_proxy_headers=_env_bool("TRUST_PROXY_HEADERS", False),
         )

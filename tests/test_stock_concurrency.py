@@ -46,7 +46,12 @@ EXPECTED_CONFLICTS = {"insufficient-stock", "already-reversed", "not-reversible"
 def live(backend, tmp_path_factory) -> Iterator[LiveServer]:
     with throwaway_database(backend, tmp_path_factory) as url:
         log_path = tmp_path_factory.mktemp("live") / f"server-{backend}.log"
-        env = {"STOREKEEPER_VALIDATE_RESPONSES": "true", "LOG_LEVEL": "WARNING"}
+        # Correctness under load, not the limiter (tests/test_ratelimit.py covers that).
+        env = {
+            "STOREKEEPER_VALIDATE_RESPONSES": "true",
+            "LOG_LEVEL": "WARNING",
+            "RATE_LIMIT_ENABLED": "false",
+        }
         with live_server(url, workers=2, env=env, log_path=log_path) as server:
             yield server
 
