@@ -131,11 +131,18 @@ def issue_access_token(session: Session, user: User) -> tuple[str, AccessToken]:
     return secret, token
 
 
-def revoke_user_credentials(session: Session, user_id: int, *, api_keys: bool) -> None:
+def revoke_user_credentials(
+    session: Session, user_id: int, *, api_keys: bool, keep_token_id: int | None = None
+) -> None:
+    """Revoke a user's access tokens (all but ``keep_token_id``) and optionally API keys."""
     now = utcnow()
     session.execute(
         update(AccessToken)
-        .where(AccessToken.user_id == user_id, AccessToken.revoked_at.is_(None))
+        .where(
+            AccessToken.user_id == user_id,
+            AccessToken.revoked_at.is_(None),
+            AccessToken.id != (keep_token_id or 0),
+        )
         .values(revoked_at=now)
     )
     if api_keys:

@@ -9,6 +9,7 @@ import click
 from service import migrate
 from service.config import Settings
 from service.stock_cli import stock
+from service.users_cli import users
 
 
 @click.group()
@@ -68,6 +69,7 @@ def current() -> None:
 
 
 main.add_command(stock)
+main.add_command(users)
 
 
 def _redacted(url: str) -> str:

@@ -30,6 +30,13 @@ def json_pointer(parts: t.Iterable[t.Any]) -> str:
     return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in parts)
 
 
+def _message(error: ValidationError) -> str:
+    """jsonschema's message, unless it would echo a secret (a writeOnly field's value)."""
+    if isinstance(error.schema, dict) and error.schema.get("writeOnly"):
+        return f"Does not satisfy {error.validator} {error.validator_value!r}."
+    return error.message
+
+
 def _schema_errors(error: ValidationError) -> list[dict[str, str]]:
     """Turn one jsonschema error into entries that point at the field concerned."""
     base = list(error.absolute_path)
@@ -47,7 +54,7 @@ def _schema_errors(error: ValidationError) -> list[dict[str, str]]:
             for name in instance
             if name not in known
         ]
-    return [pointer_error(json_pointer(base), error.message)]
+    return [pointer_error(json_pointer(base), _message(error))]
 
 
 def _reject_constant(name: str) -> t.NoReturn:
