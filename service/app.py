@@ -47,6 +47,9 @@ def configure_logging(level: str) -> None:
         level=level,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
+    # connexion warns on every request to an operation that accepts two media types (login
+    # takes a form and JSON by design).
+    logging.getLogger("connexion.operations.openapi3").setLevel(logging.ERROR)
 
 
 def create_app(settings: Settings | None = None) -> connexion.FlaskApp:
