@@ -18,6 +18,7 @@ from connexion.lifecycle import ConnexionRequest
 from connexion.utils import is_nullable
 from connexion.validators import (
     VALIDATOR_MAP,
+    FormDataValidator,
     JSONRequestBodyValidator,
     ParameterValidator,
 )
@@ -71,6 +72,49 @@ def _check_encodable(value: t.Any) -> None:
         ) from exc
 
 
+def _collect_errors(validator: t.Any, body: t.Any) -> list[dict[str, str]]:
+    """Every schema violation in ``body``, one entry per field (even if it breaks several rules)."""
+    found = sorted(validator.iter_errors(body), key=lambda e: [str(p) for p in e.path])
+    by_pointer: dict[str, dict[str, str]] = {}
+    for error in found:
+        for entry in _schema_errors(error):
+            known = by_pointer.setdefault(entry["pointer"], entry)
+            if known is not entry and entry["detail"] not in known["detail"]:
+                known["detail"] = f"{known['detail']}; {entry['detail']}"
+    return list(by_pointer.values())
+
+
+def _raise_body_errors(errors: list[dict[str, str]]) -> None:
+    if errors:
+        raise BadRequestProblem(
+            f"The request body is invalid: {len(errors)} error(s); see errors[].",
+            errors=errors,
+        )
+
+
+class ProblemFormDataValidator(FormDataValidator):
+    """Form bodies (the OAuth2 password grant) report errors like JSON bodies do.
+
+    connexion's own form validator logs the offending value at ERROR, which for a login form
+    can be a password; this one never logs or echoes a writeOnly value.
+    """
+
+    def _validate(self, body: t.Any) -> dict | None:
+        if not isinstance(body, dict):
+            raise BadRequestProblem("The form body must be a set of fields.")
+        errors: list[dict[str, str]] = []
+        if self._strict_validation:
+            known = set(self._schema.get("properties", {}))
+            errors += [
+                pointer_error(json_pointer([name]), "Unknown field.")
+                for name in body
+                if name not in known
+            ]
+        errors += _collect_errors(self._validator, body)
+        _raise_body_errors(errors)
+        return None
+
+
 class ProblemJSONBodyValidator(JSONRequestBodyValidator):
     async def _parse(self, stream: t.AsyncGenerator[bytes, None], scope: t.Any) -> t.Any:
         raw = b"".join([message async for message in stream])
@@ -107,21 +151,8 @@ class ProblemJSONBodyValidator(JSONRequestBodyValidator):
                     errors=[pointer_error("", "A JSON body is required.")],
                 )
             return None
-        found = sorted(self._validator.iter_errors(body), key=lambda e: [str(p) for p in e.path])
-        if not found:
-            return None
-        # One entry per field, even when it breaks several rules (minLength and pattern).
-        by_pointer: dict[str, dict[str, str]] = {}
-        for error in found:
-            for entry in _schema_errors(error):
-                known = by_pointer.setdefault(entry["pointer"], entry)
-                if known is not entry and entry["detail"] not in known["detail"]:
-                    known["detail"] = f"{known['detail']}; {entry['detail']}"
-        errors = list(by_pointer.values())
-        raise BadRequestProblem(
-            f"The request body is invalid: {len(errors)} error(s); see errors[].",
-            errors=errors,
-        )
+        _raise_body_errors(_collect_errors(self._validator, body))
+        return None
 
 
 class ProblemParameterValidator(ParameterValidator):
@@ -176,6 +207,7 @@ VALIDATORS = {
         {
             **dict(VALIDATOR_MAP["body"]),
             "*/*json": ProblemJSONBodyValidator,
+            "application/x-www-form-urlencoded": ProblemFormDataValidator,
         }
     ),
 }

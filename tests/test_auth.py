@@ -393,3 +393,22 @@ def test_the_reset_link_can_be_made_outside_a_request(anonymous_client, database
     assert link.startswith("https://stock.example.com/reset-password#token=rst_")
     with database.transaction(write=False) as session:
         assert session.scalars(select(OutboxMessage.recipient)).all() == [user.email]
+
+
+def test_an_invalid_login_form_gets_field_errors_and_no_password_echo(anonymous_client, caplog):
+    """The OAuth2 form reports errors[] like JSON bodies, and never repeats the password."""
+    secret = "x" * 300  # over the 256-character limit
+    response = anonymous_client.post(
+        "/api/v1/auth/token",
+        data={"grant_type": "password", "username": "a@example.com", "password": secret},
+    )
+    problem = assert_problem(response, 400, "validation-error")
+    assert [e["pointer"] for e in problem["errors"]] == ["/password"]
+    assert secret not in response.text
+    assert secret not in caplog.text
+
+    response = anonymous_client.post(
+        "/api/v1/auth/token", data={"grant_type": "password", "username": "a@example.com"}
+    )
+    problem = assert_problem(response, 400, "validation-error")
+    assert [e["pointer"] for e in problem["errors"]] == ["/password"]
