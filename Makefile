@@ -28,7 +28,7 @@ STAMP := $(VENV)/.installed
 PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3 2>/dev/null || echo python3)
 PYTEST_ARGS ?=
 
-.PHONY: help venv install run test lint format contract clean
+.PHONY: help venv install run test lint lint-spec format contract clean
 
 help: ## List the targets
 	@echo "Storekeeper make targets:"
@@ -58,10 +58,19 @@ $(STAMP): pyproject.toml
 run: $(STAMP) ## Migrate and serve with uvicorn on HOST:PORT (default 127.0.0.1:8080)
 	HOST="$${HOST:-127.0.0.1}" PORT="$${PORT:-8080}" "$(BIN)/storekeeper" serve
 
-test: $(STAMP) ## ruff check, ruff format --check, pytest (PYTEST_ARGS passed through)
+test: $(STAMP) lint-spec ## ruff, the spec linters, pytest (PYTEST_ARGS passed through)
 	"$(BIN)/ruff" check .
 	"$(BIN)/ruff" format --check .
 	"$(BIN)/pytest" $(PYTEST_ARGS)
+
+NODE_STAMP := node_modules/.installed
+
+$(NODE_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch "$(NODE_STAMP)"
+
+lint-spec: $(NODE_STAMP) ## Spectral and Redocly on openapi/openapi.yaml: zero errors, zero warnings
+	bash scripts/lint-spec.sh
 
 lint: $(STAMP) ## ruff check and ruff format --check
 	"$(BIN)/ruff" check .
