@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.orm.exc import StaleDataError
@@ -201,6 +201,18 @@ def unit_of_work(handler: F) -> F:
 def _is_lock_timeout(exc: OperationalError) -> bool:
     text = str(exc.orig).lower()
     return "database is locked" in text or "lock timeout" in text
+
+
+def find_clash(key_column, key: Any, row: Any) -> int | None:
+    """The id of another row whose unique ``key_column`` equals ``key`` (None if free).
+
+    Runs without autoflush, so the pending change to ``row`` is checked before it reaches
+    the database's unique constraint (which still catches races: IntegrityError → 409).
+    """
+    model = key_column.class_
+    current = session()
+    with current.no_autoflush:
+        return current.scalar(select(model.id).where(key_column == key, model.id != (row.id or 0)))
 
 
 def get_or_404(model: type[T], identifier: int, resource: str) -> T:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
@@ -69,7 +69,6 @@ class Posting:
     # Who writes it: a user (with an access token) or an API key (and its creator).
     created_by_user_id: int | None = None
     created_by_api_key_id: int | None = None
-    shortages: list[dict[str, Any]] = field(default_factory=list)
 
 
 # --- validation of the references a request makes -----------------------------------------

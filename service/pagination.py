@@ -24,8 +24,6 @@ from service.responses import json_response
 
 T = TypeVar("T")
 
-DEFAULT_LIMIT = 50
-MAX_LIMIT = 200
 MAX_ID = 2**31 - 1  # ids are int32 (see the spec's Id schema)
 
 

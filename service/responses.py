@@ -12,8 +12,6 @@ from flask import Response
 
 JSON = "application/json"
 
-HandlerResult = tuple[Any, int, dict[str, str]]
-
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None):
     return body, status, {"Content-Type": JSON, **(headers or {})}

@@ -47,14 +47,9 @@ def _check_parent(category: Category | None, parent_id: int | None) -> None:
 
 
 def _check_unique_name(category: Category) -> None:
-    key = sibling_key(category.parent_id, category.name)
-    session = db.session()
-    with session.no_autoflush:  # check before the pending change hits the constraint
-        clash = session.scalar(
-            select(Category.id).where(
-                Category.sibling_key == key, Category.id != (category.id or 0)
-            )
-        )
+    clash = db.find_clash(
+        Category.sibling_key, sibling_key(category.parent_id, category.name), category
+    )
     if clash is not None:
         where = f"category {category.parent_id}" if category.parent_id else "the top level"
         raise ConflictProblem(

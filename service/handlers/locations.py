@@ -26,14 +26,7 @@ def _location(location: Location) -> str:
 
 
 def _check_unique_code(location: Location) -> None:
-    session = db.session()
-    with session.no_autoflush:  # check before the pending change hits the constraint
-        clash = session.scalar(
-            select(Location.id).where(
-                Location.code_key == code_key(location.code),
-                Location.id != (location.id or 0),
-            )
-        )
+    clash = db.find_clash(Location.code_key, code_key(location.code), location)
     if clash is not None:
         raise ConflictProblem(
             "duplicate-location-code",

@@ -35,13 +35,7 @@ def _check_category(category_id: int | None) -> None:
 
 
 def _check_unique_sku(product: Product) -> None:
-    session = db.session()
-    with session.no_autoflush:  # check before the pending change hits the constraint
-        clash = session.scalar(
-            select(Product.id).where(
-                Product.sku_key == sku_key(product.sku), Product.id != (product.id or 0)
-            )
-        )
+    clash = db.find_clash(Product.sku_key, sku_key(product.sku), product)
     if clash is not None:
         raise ConflictProblem(
             "duplicate-sku",

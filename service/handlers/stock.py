@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -11,7 +11,12 @@ from sqlalchemy import func, literal, select, tuple_
 
 from service import db, ledger
 from service.auth import current_principal
-from service.errors import UnprocessableProblem, pointer_error
+from service.errors import (
+    BadRequestProblem,
+    UnprocessableProblem,
+    parameter_error,
+    pointer_error,
+)
 from service.idempotency import idempotent
 from service.models import Product, StockDocument, StockLevel, StockMovement
 from service.pagination import (
@@ -214,10 +219,6 @@ def list_stock_movements(
 
 
 def _timestamp(value: str, name: str) -> datetime:
-    from datetime import UTC
-
-    from service.errors import BadRequestProblem, parameter_error
-
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError as exc:

@@ -56,13 +56,7 @@ def _password_hash(password: str, email: str) -> str:
 
 
 def _check_unique_email(user: User) -> None:
-    session = db.session()
-    with session.no_autoflush:  # check before the pending change hits the constraint
-        clash = session.scalar(
-            select(User.id).where(
-                User.email_key == email_key(user.email), User.id != (user.id or 0)
-            )
-        )
+    clash = db.find_clash(User.email_key, email_key(user.email), user)
     if clash is not None:
         raise ConflictProblem(
             "duplicate-email",

@@ -18,10 +18,6 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from service.models.base import Base, ScaledDecimal, UTCDateTime, utcnow
 
-DOCUMENT_KINDS = ("receipt", "shipment", "transfer", "adjustment", "reversal")
-MOVEMENT_KINDS = ("receipt", "shipment", "transfer_out", "transfer_in", "adjustment", "reversal")
-REASON_CODES = ("count", "damage", "loss", "found", "other")
-
 # Unit costs: exact decimals with 4 places (up to 10^12 per the contract).
 Money = ScaledDecimal(4)
 
