@@ -1,12 +1,18 @@
 # Storekeeper: build, run and test plumbing (GNU make).
 #
 #   make install    create .venv (Python >= 3.11) and install the project with dev extras
-#   make run        migrate var/storekeeper.db (or DATABASE_URL) and serve on HOST:PORT
-#   make test       ruff check, ruff format --check, pytest
+#   make run        migrate var/storekeeper.db (or DATABASE_URL) and serve on HOST:PORT; on a
+#                   terminal with an empty catalog it first offers the demo catalog
+#   make demo       load the demo catalog (80 products, 90 days of stock history)
+#   make test       ruff check, ruff format --check, spec linters, sdk-check, pytest
+#   make sdk-check  generate the TypeScript client into build/clients and type-check sdk/typescript
 #   make contract   live schemathesis run against the production server command
 #
 # Environment:
 #   HOST, PORT                      passed through to `storekeeper serve` (default 127.0.0.1:8080)
+#   DEMO=1                          `make run` loads the demo catalog into an empty catalog
+#                                   without asking (never blocks without a terminal either way)
+#   FORCE=1                         `make demo` adds the demo beside existing products
 #   DATABASE_URL                    database for `make run` (default: SQLite in var/)
 #   PYTEST_ARGS                     extra pytest arguments, e.g. PYTEST_ARGS="-k smoke -x"
 #   STOREKEEPER_TEST_POSTGRES_URL   admin URL that enables the PostgreSQL variants of the tests,
@@ -28,7 +34,7 @@ STAMP := $(VENV)/.installed
 PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3 2>/dev/null || echo python3)
 PYTEST_ARGS ?=
 
-.PHONY: help venv install run test lint lint-spec format contract clean
+.PHONY: help venv install run test lint lint-spec sdk-check format contract clean
 
 help: ## List the targets
 	@echo "Storekeeper make targets:"
@@ -55,10 +61,15 @@ $(STAMP): pyproject.toml
 	"$(BIN)/pip" install --quiet -e ".[dev]"
 	@touch "$(STAMP)"
 
-run: $(STAMP) ## Migrate and serve with uvicorn on HOST:PORT (default 127.0.0.1:8080)
+run: $(STAMP) ## Migrate and serve with uvicorn on HOST:PORT (default 127.0.0.1:8080); offers the demo
+	"$(BIN)/storekeeper" demo $(if $(filter 1 yes true,$(DEMO)),--if-empty,--ask)
 	HOST="$${HOST:-127.0.0.1}" PORT="$${PORT:-8080}" "$(BIN)/storekeeper" serve
 
-test: $(STAMP) lint-spec ## ruff, the spec linters, pytest (PYTEST_ARGS passed through)
+.PHONY: demo
+demo: $(STAMP) ## Load the demo catalog into an empty database (FORCE=1: beside existing products)
+	"$(BIN)/storekeeper" demo $(if $(filter 1 yes true,$(FORCE)),--force)
+
+test: $(STAMP) lint-spec sdk-check ## ruff, the spec linters, sdk-check, pytest (PYTEST_ARGS passed through)
 	"$(BIN)/ruff" check .
 	"$(BIN)/ruff" format --check .
 	"$(BIN)/pytest" $(PYTEST_ARGS)
@@ -71,6 +82,11 @@ $(NODE_STAMP): package.json package-lock.json
 
 lint-spec: $(NODE_STAMP) ## Spectral and Redocly on openapi/openapi.yaml: zero errors, zero warnings
 	bash scripts/lint-spec.sh
+
+# The Python client is generated and exercised by tests/test_sdk_python.py (part of pytest).
+sdk-check: $(NODE_STAMP) ## Generate the TypeScript client (build/clients) and tsc --noEmit sdk/typescript
+	bash scripts/generate-clients.sh typescript
+	node_modules/.bin/tsc --noEmit -p sdk/typescript
 
 lint: $(STAMP) ## ruff check and ruff format --check
 	"$(BIN)/ruff" check .

@@ -16,8 +16,10 @@ from connexion.utils import get_function_from_name
 from starlette.exceptions import HTTPException
 
 from service.auth import DatabaseScopeMiddleware
+from service.body_limit import BodyLimitMiddleware
 from service.config import Settings
 from service.db import EXTENSION_KEY, Database
+from service.disconnect import DisconnectWatchMiddleware
 from service.docs import init_docs
 from service.errors import handle_http_exception, handle_problem, handle_unexpected
 from service.http_facts import register_spec_paths
@@ -75,6 +77,17 @@ def create_app(settings: Settings | None = None) -> connexion.FlaskApp:
     app.add_middleware(RequestIdMiddleware, position=MiddlewarePosition.BEFORE_EXCEPTION)
     app.add_middleware(
         DatabaseScopeMiddleware, position=MiddlewarePosition.BEFORE_SECURITY, database=database
+    )
+    # After security (401/403 first), before validation reads the body.
+    app.add_middleware(
+        BodyLimitMiddleware,
+        position=MiddlewarePosition.BEFORE_VALIDATION,
+        limits={"importProducts": settings.import_max_bytes},
+    )
+    app.add_middleware(
+        DisconnectWatchMiddleware,
+        position=MiddlewarePosition.BEFORE_VALIDATION,
+        operations={"exportProducts"},
     )
     app.add_error_handler(ProblemException, handle_problem)
     app.add_error_handler(HTTPException, handle_http_exception)

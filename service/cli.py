@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import os
+import warnings
 
 import click
 
-from service import migrate
-from service.config import Settings
-from service.stock_cli import stock
-from service.users_cli import users
+# connexion imports starlette's test client, which warns about httpx on import: noise for
+# every command-line user. Filtered before the subcommands import the service.
+warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
+
+from service import migrate  # noqa: E402
+from service.config import Settings  # noqa: E402
+from service.demo_cli import demo  # noqa: E402
+from service.product_io_cli import export_group, import_group  # noqa: E402
+from service.report_cli import report  # noqa: E402
+from service.stock_cli import stock  # noqa: E402
+from service.users_cli import users  # noqa: E402
 
 
 @click.group()
@@ -68,8 +76,12 @@ def current() -> None:
     migrate.current()
 
 
+main.add_command(demo)
 main.add_command(stock)
 main.add_command(users)
+main.add_command(report)
+main.add_command(import_group)
+main.add_command(export_group)
 
 
 def _redacted(url: str) -> str:

@@ -19,6 +19,13 @@ Rate limits (service/ratelimit.py; a limit is a ``limits`` string such as ``10/m
 - ``TRUST_PROXY_HEADERS`` (default ``false``): take the client address from the right-most
   ``X-Forwarded-For`` entry (set by the proxy in front) instead of the peer address. Turn it
   on only behind a proxy that sets the header, or clients can pick their own address.
+
+Product import (service/product_io.py, service/body_limit.py):
+
+- ``STOREKEEPER_IMPORT_MAX_BYTES`` (default ``33554432``, 32 MiB): the largest body
+  ``POST /api/v1/products/import`` accepts. A larger one is refused with 413 before it is
+  read (by its Content-Length, or by counting a chunked body as it arrives). The import
+  holds the whole body and its parsed rows in memory, so this bounds its memory too.
 """
 
 from __future__ import annotations
@@ -36,6 +43,16 @@ def _env_bool(name: str, default: bool) -> bool:
     if value is None or value == "":
         return default
     return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _env_positive_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    if value is None or value.strip() == "":
+        return default
+    number = int(value)
+    if number < 1:
+        raise ValueError(f"{name} must be a positive number of bytes, not {value!r}")
+    return number
 
 
 def default_database_url() -> str:
@@ -59,6 +76,8 @@ class Settings:
     write_rate_limit: str = "600/minute"
     redis_url: str | None = None
     trust_proxy_headers: bool = False
+    # The largest product import body, in bytes (413 above it).
+    import_max_bytes: int = 32 * 1024 * 1024
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -75,4 +94,7 @@ class Settings:
             write_rate_limit=os.environ.get("WRITE_RATE_LIMIT") or cls.write_rate_limit,
             redis_url=os.environ.get("REDIS_URL") or None,
             trust_proxy_headers=_env_bool("TRUST_PROXY_HEADERS", False),
+            import_max_bytes=_env_positive_int(
+                "STOREKEEPER_IMPORT_MAX_BYTES", cls.import_max_bytes
+            ),
         )

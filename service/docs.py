@@ -2,6 +2,10 @@
 
 flasgger is told to take the spec verbatim: OpenAPI 3 mode, and a rule filter that rejects
 every Flask route so no docstring or view ever leaks into the documented contract.
+
+service/templates/flasgger/head.html overrides flasgger's page head (Flask searches the app's
+templates before a blueprint's) to drop its Google Fonts link: the docs load nothing from
+outside this server. tests/test_swagger_ui_browser.py checks the page in headless Chromium.
 """
 
 from __future__ import annotations
@@ -37,5 +41,8 @@ def init_docs(flask_app: Flask, spec_path: Path) -> Swagger:
         "title": "Storekeeper API",
         "uiversion": 3,
         "hide_top_bar": True,
+        # Rendered verbatim into `ui.initOAuth(...)`: without it the page gets `None`, a
+        # ReferenceError that stops the script before `window.ui` exists.
+        "auth": {},
     }
     return Swagger(flask_app, template_file=str(spec_path), config=config, merge=False)

@@ -79,6 +79,17 @@ class UnprocessableProblem(ApiProblem):
         )
 
 
+class NotAcceptableProblem(ApiProblem):
+    def __init__(self, accept: str, offered: tuple[str, ...]) -> None:
+        super().__init__(
+            406,
+            "not-acceptable",
+            f"This operation answers with {' or '.join(offered)}; the Accept header "
+            f"({accept[:100]}) allows neither.",
+            title="Not acceptable",
+        )
+
+
 class PreconditionFailedProblem(ApiProblem):
     def __init__(self, detail: str) -> None:
         super().__init__(412, "precondition-failed", detail, title="Precondition failed")

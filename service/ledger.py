@@ -10,6 +10,8 @@ Every document follows the same steps inside the request's one transaction:
    zero and refuse the whole document (409 ``insufficient-stock``) if there is any;
 3. write the document, one movement per line (two for a transfer line) with its balance
    after, update the levels and, for receipts and their reversals, the moving-average cost.
+   Every movement records the product's average cost right after it
+   (``average_cost_after``), so the ledger alone values stock at any past moment.
 
 Levels are only ever changed here, in the same transaction as their movements, so each
 level always equals the sum of its movements (``storekeeper stock verify`` checks it).
@@ -115,7 +117,15 @@ def require_products(session: Session, lines: Sequence[dict[str, Any]]) -> None:
 
 def _lock_products(session: Session, product_ids: Iterable[int]) -> dict[int, Product]:
     ids = sorted(set(product_ids))
-    stmt = select(Product).where(Product.id.in_(ids)).order_by(Product.id).with_for_update()
+    # populate_existing: the rows may already be in the session (read before the lock); the
+    # average cost written on every movement must be the one read under the lock.
+    stmt = (
+        select(Product)
+        .where(Product.id.in_(ids))
+        .order_by(Product.id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
     return {product.id: product for product in session.scalars(stmt)}
 
 
@@ -215,8 +225,8 @@ def post(session: Session, posting: Posting) -> StockDocument:
     for change in posting.changes:
         key = (change.product_id, change.location_id)
         running[key] += change.quantity
+        product = products[change.product_id]
         if change.unit_cost is not None:
-            product = products[change.product_id]
             total = totals.get(change.product_id, 0)
             product.average_cost = moving_average(
                 Decimal(product.average_cost), total, change.quantity, change.unit_cost
@@ -232,6 +242,7 @@ def post(session: Session, posting: Posting) -> StockDocument:
                 quantity=change.quantity,
                 balance_after=running[key],
                 unit_cost=change.unit_cost,
+                average_cost_after=product.average_cost,
                 reason=change.reason,
                 note=change.note,
                 reference=posting.reference,

@@ -335,6 +335,7 @@ def add_stock_history(
                     quantity=quantity,
                     balance_after=balance,
                     unit_cost=Decimal("1.5000"),
+                    average_cost_after=Decimal("1.500000"),
                     reference="PO-1",
                 )
             )

@@ -27,12 +27,11 @@ from service.errors import ApiProblem, BadRequestProblem, NotFoundProblem, point
 from service.models import ApiKey
 from service.models.base import utcnow
 from service.pagination import list_response, paginate, sort_keys
-from service.responses import empty_response, json_response
+from service.responses import NO_STORE, empty_response, json_response
 from service.schemas.api_key import ApiKeySchema
 
 SORTS = sort_keys(("created_at", ApiKey.created_at, "datetime"))
 PREFIX_LENGTH = 12  # "sk_live_" and four characters of the random part
-NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
 def _caller() -> Principal:

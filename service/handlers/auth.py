@@ -32,13 +32,12 @@ from service.mailer import create_password_reset, public_base_url
 from service.models import AccessToken, PasswordResetToken, User
 from service.models.auth import email_key
 from service.models.base import utcnow
-from service.responses import empty_response, json_response
+from service.responses import NO_STORE, empty_response, json_response
 
 # A reset request answers no sooner than this, whether or not the address is known, so the
 # mail work done for a known one does not show in the response time.
 RESET_REQUEST_MIN_SECONDS = 0.1
 # RFC 6749 §5.1: responses carrying credentials must not be cached.
-NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
 def _invalid_credentials() -> ApiProblem:

@@ -1,18 +1,18 @@
-"""/api/v1/products: the catalog."""
+"""/api/v1/products: the catalog, and its bulk import and export."""
 
 from __future__ import annotations
 
-from flask import request
+from flask import Response, request
 from sqlalchemy import func, or_, select
 
-from service import db
+from service import db, product_io
 from service.conditional import not_modified, require_match, resource_response
+from service.disconnect import disconnected_event
 from service.errors import ConflictProblem, UnprocessableProblem, pointer_error
-from service.handlers.categories import descendant_ids
 from service.models import Category, Product, StockMovement
 from service.models.product import sku_key
 from service.pagination import list_response, paginate, sort_keys
-from service.responses import empty_response
+from service.responses import empty_response, json_response, negotiate
 from service.schemas.product import ProductInputSchema, ProductSchema
 
 SORTS = sort_keys(
@@ -55,14 +55,9 @@ def list_products(
     q: str | None = None,
     sort: str = "name",
 ):
-    stmt = select(Product)
-    if category_id is not None:
-        if include_descendants:
-            stmt = stmt.where(Product.category_id.in_(descendant_ids(category_id)))
-        else:
-            stmt = stmt.where(Product.category_id == category_id)
-    if is_active is not None:
-        stmt = stmt.where(Product.is_active.is_(is_active))
+    stmt = select(Product).where(
+        *product_io.product_filters(category_id, include_descendants, is_active)
+    )
     if q:
         stmt = stmt.where(
             or_(
@@ -125,3 +120,60 @@ def delete_product(product_id: int):
         )
     session.delete(product)
     return empty_response()
+
+
+def export_products(
+    category_id: int | None = None,
+    include_descendants: bool = False,
+    is_active: bool | None = None,
+):
+    """Streams the export from its own snapshot connection (not the request's session,
+    which is closed before the body is sent)."""
+    media_type = negotiate(request.headers.get("Accept"))
+    gone = disconnected_event(request.environ.get("asgi.scope"))
+    chunks = product_io.export_stream(
+        db.get_database().engine,
+        media_type,
+        product_io.ExportFilter(category_id, include_descendants, is_active),
+        stop=gone.is_set if gone is not None else None,
+    )
+    # The first chunk opens the snapshot now: a database error is still a problem answer,
+    # not a download cut short.
+    first = next(chunks)
+    return Response(
+        _prepend(first, chunks),
+        status=200,
+        mimetype=media_type,
+        headers={
+            "Content-Disposition": (
+                f'attachment; filename="{product_io.export_filename(media_type)}"'
+            ),
+            "Vary": "Accept",
+        },
+    )
+
+
+def _prepend(first: bytes, rest):
+    try:
+        yield first
+        yield from rest
+    finally:
+        rest.close()  # the client went away or the body ended: release the connection
+
+
+def import_products(body, dry_run: bool = False):
+    """Parse and check outside the transaction, then plan and write inside one."""
+    if request.mimetype == product_io.CSV:
+        charset = request.mimetype_params.get("charset", "utf-8").lower()
+        if charset not in ("utf-8", "utf8", "us-ascii"):
+            raise product_io.UnsupportedCharsetProblem(charset)
+        parsed = product_io.parse_csv(body or b"")
+    else:
+        # connexion has checked the JSON against ProductImportRow already.
+        parsed = product_io.parse_json(body, validated=True)
+    return _import(parsed, dry_run)
+
+
+@db.unit_of_work
+def _import(parsed: product_io.ParsedImport, dry_run: bool):
+    return json_response(product_io.import_rows(db.session(), parsed, dry_run=dry_run))

@@ -20,6 +20,8 @@ from service.models.base import Base, ScaledDecimal, UTCDateTime, utcnow
 
 # Unit costs: exact decimals with 4 places (up to 10^12 per the contract).
 Money = ScaledDecimal(4)
+# Moving-average unit costs carry 6 places, like products.average_cost.
+AverageCost = ScaledDecimal(6)
 
 
 class StockDocument(Base):
@@ -81,6 +83,10 @@ class StockMovement(Base):
     quantity: Mapped[int] = mapped_column(Integer, nullable=False)
     balance_after: Mapped[int] = mapped_column(Integer, nullable=False)
     unit_cost: Mapped[Decimal | None] = mapped_column(Money, nullable=True)
+    # The product's moving-average unit cost right after this movement was posted: it
+    # changes only on receipts and their reversals, so valuation at any past moment is the
+    # latest movement's value (reports.py).
+    average_cost_after: Mapped[Decimal] = mapped_column(AverageCost, nullable=False)
     reason: Mapped[str | None] = mapped_column(String(16), nullable=True)
     note: Mapped[str | None] = mapped_column(Text, nullable=True)
     reference: Mapped[str | None] = mapped_column(String(100), nullable=True)
@@ -111,7 +117,15 @@ class StockMovement(Base):
         ),
         # Movement lists are newest first, optionally per product / location / kind.
         Index("ix_stock_movements_created_at_id", "created_at", "id"),
-        Index("ix_stock_movements_product_id_created_at_id", "product_id", "created_at", "id"),
+        # Per product it also carries the average cost, so the valuation report finds a
+        # product's cost at any moment with one index-only probe.
+        Index(
+            "ix_stock_movements_product_id_created_at_id_average_cost_after",
+            "product_id",
+            "created_at",
+            "id",
+            "average_cost_after",
+        ),
         Index("ix_stock_movements_location_id_created_at_id", "location_id", "created_at", "id"),
         Index("ix_stock_movements_kind_created_at_id", "kind", "created_at", "id"),
         Index("ix_stock_movements_reference", "reference"),

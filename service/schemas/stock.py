@@ -9,7 +9,9 @@ from service.schemas.base import OutputSchema
 class StockMovementSchema(OutputSchema):
     class Meta(OutputSchema.Meta):
         model = StockMovement
-        exclude = ("line_no",)
+        # average_cost_after feeds the valuation report (service/reports.py); the contract's
+        # movement does not carry it.
+        exclude = ("line_no", "average_cost_after")
 
     unit_cost = fields.Decimal(places=4, as_string=True, allow_none=True)
 
