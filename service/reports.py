@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -636,11 +637,12 @@ def movement_summary(
 TEXT_COLUMNS = ("key", "label", "name")
 
 
-def _cell(column: str, value: Any) -> str:
-    if value is None:
-        return ""
-    shown = str(value)
-    return escape_formula(shown) if column in TEXT_COLUMNS else shown
+def _csv_values(columns: Sequence[str], row: dict[str, Any]) -> list[Any]:
+    # csv writes None as "" and numbers as str(); only text cells need the formula guard.
+    return [
+        escape_formula(str(row[c])) if c in TEXT_COLUMNS and row[c] is not None else row[c]
+        for c in columns
+    ]
 
 
 def to_csv(report: Report) -> str:
@@ -648,8 +650,7 @@ def to_csv(report: Report) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(report.columns)
-    for row in report.rows:
-        writer.writerow([_cell(c, row[c]) for c in report.columns])
+    writer.writerows(_csv_values(report.columns, row) for row in report.rows)
     totals = {"key": TOTAL_KEY, "label": "", "name": "", **report.totals}
-    writer.writerow([_cell(c, totals[c]) for c in report.columns])
+    writer.writerow(_csv_values(report.columns, totals))
     return out.getvalue()
