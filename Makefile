@@ -83,7 +83,7 @@ $(NODE_STAMP): package.json package-lock.json
 lint-spec: $(NODE_STAMP) ## Spectral and Redocly on openapi/openapi.yaml: zero errors, zero warnings
 	bash scripts/lint-spec.sh
 
-# The Python client is generated and exercised by tests/test_sdk_python.py (part of pytest).
+# The Python client is generated and exercised by tests/e2e/test_sdk_python.py (part of pytest).
 sdk-check: $(NODE_STAMP) ## Generate the TypeScript client (build/clients) and tsc --noEmit sdk/typescript
 	bash scripts/generate-clients.sh typescript
 	node_modules/.bin/tsc --noEmit -p sdk/typescript

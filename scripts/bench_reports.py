@@ -64,7 +64,7 @@ if str(ROOT) not in sys.path:
 
 import warnings  # noqa: E402
 
-# connexion warns about starlette's test client when imported (via service.ledger): noise.
+# connexion warns about starlette's test client when imported (via service.domain.ledger): noise.
 warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
 
 import httpx  # noqa: E402
@@ -164,9 +164,9 @@ def _has_dataset(url: str, products: int, movements: int) -> bool:
 def build(url: str, args: argparse.Namespace, backend: str) -> Generated:
     """Migrate, generate (timed) and verify."""
     from service import migrate
+    from service.cli.stock import verify_database
     from service.datagen import GenerationSpec, generate
     from service.db import make_engine
-    from service.stock_cli import verify_database
 
     migrate.upgrade(url)
     spec = GenerationSpec(

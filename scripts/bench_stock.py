@@ -49,7 +49,7 @@ if str(ROOT) not in sys.path:
 
 import warnings  # noqa: E402
 
-# connexion warns about starlette's test client when imported (via service.stock_cli): noise.
+# connexion warns about starlette's test client when imported (via service.cli.stock): noise.
 warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
 
 import httpx  # noqa: E402
@@ -235,8 +235,8 @@ def run_level(
 
 
 def verify(database_url: str) -> str:
+    from service.cli.stock import verify_database
     from service.db import make_engine
-    from service.stock_cli import verify_database
 
     engine = make_engine(database_url)
     try:

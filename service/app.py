@@ -7,7 +7,6 @@ import logging
 import re
 
 import connexion
-import yaml
 from connexion.exceptions import ProblemException
 from connexion.jsonifier import Jsonifier
 from connexion.middleware import MiddlewarePosition
@@ -15,18 +14,22 @@ from connexion.options import SwaggerUIOptions
 from connexion.utils import get_function_from_name
 from starlette.exceptions import HTTPException
 
-from service.auth import DatabaseScopeMiddleware
-from service.body_limit import BodyLimitMiddleware
+from service import spec
+from service.api.docs import TEMPLATES as DOCS_TEMPLATES
+from service.api.docs import init_docs
+from service.api.http_facts import register_spec_paths
+from service.api.middleware.body_limit import BodyLimitMiddleware
+from service.api.middleware.disconnect import DisconnectWatchMiddleware
+from service.api.middleware.request_id import RequestIdMiddleware
+from service.api.problem_handlers import handle_http_exception, handle_problem, handle_unexpected
+from service.api.ratelimit import EXTENSION_KEY as RATE_LIMITS_KEY
+from service.api.ratelimit import RateLimitingResolver, RateLimits
+from service.api.security import DatabaseScopeMiddleware
+from service.api.transaction import EXTENSION_KEY
+from service.api.validators import VALIDATORS
 from service.config import Settings
-from service.db import EXTENSION_KEY, Database
-from service.disconnect import DisconnectWatchMiddleware
-from service.docs import init_docs
-from service.errors import handle_http_exception, handle_problem, handle_unexpected
-from service.http_facts import register_spec_paths
-from service.ratelimit import EXTENSION_KEY as RATE_LIMITS_KEY
-from service.ratelimit import RateLimitingResolver, RateLimits
-from service.request_id import RequestIdMiddleware
-from service.validation import VALIDATORS
+from service.db import Database
+from service.problems import Problem
 
 SPEC_URL = "/openapi.json"
 
@@ -36,7 +39,7 @@ def _snake_case(name: str) -> str:
 
 
 def _resolve_handler(dotted: str):
-    """``service.handlers.products.listProducts`` → ``...products.list_products``.
+    """``service.api.handlers.products.listProducts`` → ``...products.list_products``.
 
     operationIds stay camelCase for generated SDKs; the Python functions stay snake_case.
     """
@@ -59,7 +62,7 @@ def create_app(settings: Settings | None = None) -> connexion.FlaskApp:
     configure_logging(settings.log_level)
 
     rate_limits = RateLimits(settings)
-    app = connexion.FlaskApp(__name__)
+    app = connexion.FlaskApp(__name__, server_args={"template_folder": str(DOCS_TEMPLATES)})
     app.add_api(
         settings.spec_path,
         # Wraps login, password reset and every write in its rate limit.
@@ -89,11 +92,12 @@ def create_app(settings: Settings | None = None) -> connexion.FlaskApp:
         position=MiddlewarePosition.BEFORE_VALIDATION,
         operations={"exportProducts"},
     )
+    app.add_error_handler(Problem, handle_problem)
     app.add_error_handler(ProblemException, handle_problem)
     app.add_error_handler(HTTPException, handle_http_exception)
     app.add_error_handler(Exception, handle_unexpected)
 
-    register_spec_paths(yaml.safe_load(settings.spec_path.read_text())["paths"])
+    register_spec_paths(spec.paths(settings.spec_path))
 
     flask_app = app.app
     flask_app.extensions[EXTENSION_KEY] = database

@@ -1,6 +1,6 @@
 """Settings read from the environment, once, at application start.
 
-Rate limits (service/ratelimit.py; a limit is a ``limits`` string such as ``10/minute``,
+Rate limits (service/api/ratelimit.py; a limit is a ``limits`` string such as ``10/minute``,
 ``5/15minutes``, or several joined by ``;`` that must all pass, e.g. ``10/minute;50/hour``):
 
 - ``RATE_LIMIT_ENABLED`` (default ``true``): apply the limits below. A ``Settings`` built in
@@ -20,7 +20,7 @@ Rate limits (service/ratelimit.py; a limit is a ``limits`` string such as ``10/m
   ``X-Forwarded-For`` entry (set by the proxy in front) instead of the peer address. Turn it
   on only behind a proxy that sets the header, or clients can pick their own address.
 
-Product import (service/product_io.py, service/body_limit.py):
+Product import (service/domain/product_io.py, service/api/middleware/body_limit.py):
 
 - ``STOREKEEPER_IMPORT_MAX_BYTES`` (default ``33554432``, 32 MiB): the largest body
   ``POST /api/v1/products/import`` accepts. A larger one is refused with 413 before it is

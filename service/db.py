@@ -1,32 +1,23 @@
-"""Engine, sessions and the one-transaction-per-request rule.
+"""Engine, sessions and transactions: the database of one application instance.
 
-Every operation handler runs inside :func:`unit_of_work`: it gets a session from
-:func:`session`, and the transaction commits when the handler returns or rolls back
-when anything raises, so no request ever leaves a partial write behind.
+:meth:`Database.transaction` opens a session whose transaction commits when the block ends
+and rolls back when anything raises; inside it, :func:`session` returns that session (the
+API's ``unit_of_work`` and the CLI commands both run their work this way).
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
-import functools
 import threading
-from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from collections.abc import Iterator
+from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, select
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
-from sqlalchemy.orm.exc import StaleDataError
 
-from service.errors import (
-    ConflictProblem,
-    PreconditionFailedProblem,
-    ServiceUnavailableProblem,
-)
-
-F = TypeVar("F", bound=Callable[..., Any])
-T = TypeVar("T")
+from service.problems import ServiceUnavailableProblem
 
 _current_session: contextvars.ContextVar[Session | None] = contextvars.ContextVar(
     "storekeeper_session", default=None
@@ -36,22 +27,6 @@ _current_session: contextvars.ContextVar[Session | None] = contextvars.ContextVa
 _write_intent: contextvars.ContextVar[bool] = contextvars.ContextVar(
     "storekeeper_write_intent", default=False
 )
-EXTENSION_KEY = "storekeeper.database"
-# Callbacks that must write in the request's own transaction, after the handler returned and
-# before the commit (e.g. storing an idempotent response atomically with what it describes).
-_before_commit: contextvars.ContextVar[tuple[Callable[[Session, Any], None], ...]] = (
-    contextvars.ContextVar("storekeeper_before_commit", default=())
-)
-
-
-@contextlib.contextmanager
-def before_commit(callback: Callable[[Session, Any], None]) -> Iterator[None]:
-    """Run ``callback(session, handler_result)`` inside the next unit of work, pre-commit."""
-    token = _before_commit.set((*_before_commit.get(), callback))
-    try:
-        yield
-    finally:
-        _before_commit.reset(token)
 
 
 def make_engine(url: str, *, sqlite_busy_timeout_ms: int = 5000) -> Engine:
@@ -142,13 +117,6 @@ class Database:
         self.engine.dispose()
 
 
-def get_database() -> Database:
-    """The database of the Flask application handling the current request."""
-    from flask import current_app
-
-    return current_app.extensions[EXTENSION_KEY]
-
-
 def session() -> Session:
     """The session of the request being handled."""
     current = _current_session.get()
@@ -157,69 +125,7 @@ def session() -> Session:
     return current
 
 
-def unit_of_work(handler: F) -> F:
-    """Run an operation handler in one transaction; map database conflicts to problems."""
-
-    @functools.wraps(handler)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from flask import request
-
-        write = request.method not in {"GET", "HEAD", "OPTIONS"}
-        try:
-            with get_database().transaction(write=write) as session:
-                result = handler(*args, **kwargs)
-                for callback in _before_commit.get():
-                    callback(session, result)
-                return result
-        except StaleDataError as exc:
-            # Another request updated the row between our read and our write.
-            if request.headers.get("If-Match"):
-                raise PreconditionFailedProblem(
-                    "The resource changed while this request ran; fetch it and retry."
-                ) from exc
-            raise ConflictProblem(
-                "concurrent-modification",
-                "The resource changed while this request ran; fetch it and retry.",
-            ) from exc
-        except IntegrityError as exc:
-            # A constraint caught a race that the handler's own checks could not see.
-            raise ConflictProblem(
-                "conflict",
-                "The request conflicts with the current state of a resource; "
-                "reload it and try again.",
-            ) from exc
-        except OperationalError as exc:
-            if _is_lock_timeout(exc):
-                raise ServiceUnavailableProblem(
-                    "The database is busy; retry the request shortly.", retry_after=1
-                ) from exc
-            raise
-
-    return wrapper  # type: ignore[return-value]
-
-
-def _is_lock_timeout(exc: OperationalError) -> bool:
+def is_lock_timeout(exc: OperationalError) -> bool:
+    """A writer that waited too long for a lock (SQLite busy, PostgreSQL lock_timeout)."""
     text = str(exc.orig).lower()
     return "database is locked" in text or "lock timeout" in text
-
-
-def find_clash(key_column, key: Any, row: Any) -> int | None:
-    """The id of another row whose unique ``key_column`` equals ``key`` (None if free).
-
-    Runs without autoflush, so the pending change to ``row`` is checked before it reaches
-    the database's unique constraint (which still catches races: IntegrityError → 409).
-    """
-    model = key_column.class_
-    current = session()
-    with current.no_autoflush:
-        return current.scalar(select(model.id).where(key_column == key, model.id != (row.id or 0)))
-
-
-def get_or_404(model: type[T], identifier: int, resource: str) -> T:
-    """Load a row by primary key or answer 404 naming the resource."""
-    from service.errors import NotFoundProblem
-
-    found = session().get(model, identifier)
-    if found is None:
-        raise NotFoundProblem(resource, identifier)
-    return found

@@ -19,10 +19,11 @@ from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine, make_url
 
 from service import migrate
+from service.api.transaction import EXTENSION_KEY
 from service.app import create_app
-from service.auth import hash_password, issue_access_token
 from service.config import Settings
-from service.db import EXTENSION_KEY, Database
+from service.db import Database
+from service.domain.accounts import hash_password, issue_access_token
 from service.models import Base, User
 
 POSTGRES_ENV = "STOREKEEPER_TEST_POSTGRES_URL"

@@ -101,8 +101,8 @@ def _start(database_url: str, port: int, log_path: Path, env_extra: dict[str, st
 
 def admin_headers(database_url: str) -> dict[str, str]:
     """A new admin user and access token in the server's (migrated) database."""
-    from service.auth import hash_password, issue_access_token
     from service.db import Database
+    from service.domain.accounts import hash_password, issue_access_token
     from service.models import User
 
     database = Database(database_url)

@@ -142,7 +142,7 @@ def _restore_append_only_guard() -> None:
 
 
 def moving_average(old_avg: Decimal, old_total: int, quantity: int, cost: Decimal) -> Decimal:
-    """service.ledger.moving_average as of this revision."""
+    """service.domain.ledger.moving_average as of this revision."""
     new_total = old_total + quantity
     if new_total <= 0:
         return old_avg  # nothing left to value: keep the last known cost

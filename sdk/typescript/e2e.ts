@@ -2,7 +2,7 @@
  * An integrator's flow through the generated TypeScript client (build/clients/typescript,
  * from `bash scripts/generate-clients.sh typescript`): log in, create a category, a product
  * and a location, receive (idempotently) and ship stock, page through a list, handle 409 and
- * 412 problems. `make sdk-check` type-checks it (strict); tests/test_sdk_python.py compiles
+ * 412 problems. `make sdk-check` type-checks it (strict); tests/e2e/test_sdk_python.py compiles
  * it and runs it against the real server:
  *
  *   STOREKEEPER_URL=http://127.0.0.1:8080 STOREKEEPER_EMAIL=... STOREKEEPER_PASSWORD=... \

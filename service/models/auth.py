@@ -13,7 +13,8 @@ from datetime import datetime
 from sqlalchemy import Boolean, CheckConstraint, ForeignKey, Index, Integer, String, Text, event
 from sqlalchemy.orm import Mapped, mapped_column
 
-from service.models.base import Base, TimestampedVersioned, UTCDateTime, utcnow
+from service.formats import utcnow
+from service.models.base import Base, TimestampedVersioned, UTCDateTime
 
 ROLES = ("viewer", "clerk", "manager", "admin")
 _ROLE_CHECK = "role IN ('viewer', 'clerk', 'manager', 'admin')"

@@ -9,6 +9,8 @@ from sqlalchemy import BigInteger, DateTime, Integer, MetaData, TypeDecorator
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, declared_attr, mapped_column
 
+from service.formats import utcnow
+
 # Stable constraint names keep alembic migrations identical on SQLite and PostgreSQL.
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -22,10 +24,6 @@ NAMING_CONVENTION = {
 # Marks schema objects (e.g. trigram indexes) that exist only on PostgreSQL; alembic's
 # comparison skips them on other backends (see service.migrate.include_object_for).
 POSTGRESQL_ONLY = "postgresql_only"
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def _same_as_created(context) -> datetime:

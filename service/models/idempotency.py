@@ -5,7 +5,8 @@ from datetime import datetime
 from sqlalchemy import Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from service.models.base import Base, UTCDateTime, utcnow
+from service.formats import utcnow
+from service.models.base import Base, UTCDateTime
 
 
 class IdempotencyRecord(Base):

@@ -16,7 +16,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from service.models.base import Base, ScaledDecimal, UTCDateTime, utcnow
+from service.formats import utcnow
+from service.models.base import Base, ScaledDecimal, UTCDateTime
 
 # Unit costs: exact decimals with 4 places (up to 10^12 per the contract).
 Money = ScaledDecimal(4)

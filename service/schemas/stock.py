@@ -9,7 +9,7 @@ from service.schemas.base import OutputSchema
 class StockMovementSchema(OutputSchema):
     class Meta(OutputSchema.Meta):
         model = StockMovement
-        # average_cost_after feeds the valuation report (service/reports.py); the contract's
+        # average_cost_after feeds the valuation report (service/domain/reports.py); the contract's
         # movement does not carry it.
         exclude = ("line_no", "average_cost_after")
 

@@ -1,0 +1,74 @@
+"""/api/v1/reports: stock valuation and movement summary, as JSON or CSV (managers only)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Response, request
+
+from service import db
+from service.api import transaction
+from service.api.params import timestamp_parameter
+from service.api.responses import CSV, json_response, negotiate
+from service.domain import reports
+from service.formats import format_timestamp
+from service.problems import BadRequestProblem, parameter_error
+
+
+def _respond(report: reports.Report, media_type: str):
+    if media_type == CSV:
+        return Response(
+            reports.to_csv(report),
+            status=200,
+            headers={
+                "Content-Type": "text/csv; charset=utf-8",
+                "Content-Disposition": f'attachment; filename="{report.filename()}"',
+                "Vary": "Accept",
+            },
+        )
+    return json_response(report.as_json(), 200, {"Vary": "Accept"})
+
+
+@transaction.unit_of_work
+def get_valuation_report(group_by: str = "category", as_of: str | None = None):
+    media_type = negotiate(request.headers.get("Accept"))
+    report = reports.valuation(db.session(), group_by, timestamp_parameter(as_of, "as_of"))
+    return _respond(report, media_type)
+
+
+# `from` is a Python keyword: connexion passes it in **params. (Its pythonic_params option
+# would rename it `from_`, but API-wide, renaming every builtin-named parameter as well.)
+@transaction.unit_of_work
+def get_movement_summary(
+    group_by: str = "day",
+    to: str | None = None,
+    product_id: int | None = None,
+    location_id: int | None = None,
+    kind: str | None = None,
+    **params: Any,
+):
+    media_type = negotiate(request.headers.get("Accept"))
+    start, end = reports.movement_period(
+        timestamp_parameter(params.get("from"), "from"), timestamp_parameter(to, "to")
+    )
+    if start >= end:
+        raise BadRequestProblem(
+            "The period is empty: from must be earlier than to.",
+            errors=[
+                parameter_error(
+                    "from",
+                    "query",
+                    f"Must be earlier than to ({format_timestamp(end)}).",
+                )
+            ],
+        )
+    report = reports.movement_summary(
+        db.session(),
+        group_by,
+        start,
+        end,
+        product_id=product_id,
+        location_id=location_id,
+        kind=kind,
+    )
+    return _respond(report, media_type)

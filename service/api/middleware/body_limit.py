@@ -1,0 +1,90 @@
+"""Request body size limits, enforced before the body is read (413 problem+json).
+
+connexion's body validators and Flask read a whole body into memory, so a limit has to act
+in front of them. This ASGI middleware runs after routing and security (a caller without the
+right credential still gets its 401/403) and before request validation:
+
+- with a ``Content-Length`` above the limit the request is refused at once, without reading
+  a byte of the body (a client sending ``Expect: 100-continue`` never uploads it);
+- without one (``Transfer-Encoding: chunked``) the body is read and counted as it arrives and
+  refused as soon as it passes the limit, so at most the limit is ever held in memory; a body
+  within the limit is then handed on with the ``Content-Length`` it turned out to have
+  (connexion's validators and Flask under a2wsgi read no body without one).
+
+The server itself frames the body by ``Content-Length``, so a declared length cannot be
+exceeded. Limits are per operation (``operationId``), e.g. the product import's
+``STOREKEEPER_IMPORT_MAX_BYTES``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.api.http_facts import operation_name
+from service.problems import PayloadTooLargeProblem
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope.get("headers", []):
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None  # the server refuses a malformed length before we run
+    return None
+
+
+class BodyLimitMiddleware:
+    def __init__(self, app: ASGIApp, *, limits: Mapping[str, int]) -> None:
+        self.app = app
+        self.limits = dict(limits)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        limit = self.limits.get(operation_name(scope) or "") if scope["type"] == "http" else None
+        if limit is None:
+            await self.app(scope, receive, send)
+            return
+        declared = _content_length(scope)
+        if declared is not None:
+            if declared > limit:
+                raise PayloadTooLargeProblem(limit)
+            await self.app(scope, receive, send)
+            return
+        messages = await self._read_within(receive, limit)
+        length = sum(len(m.get("body", b"")) for m in messages if m["type"] == "http.request")
+        headers = [
+            (name, value)
+            for name, value in scope.get("headers", [])
+            if name not in (b"content-length", b"transfer-encoding")
+        ]
+        headers.append((b"content-length", str(length).encode("latin-1")))
+        await self.app({**scope, "headers": headers}, _replay(messages, receive), send)
+
+    @staticmethod
+    async def _read_within(receive: Receive, limit: int) -> list[Message]:
+        messages: list[Message] = []
+        received = 0
+        while True:
+            message = await receive()
+            messages.append(message)
+            if message["type"] != "http.request":
+                return messages  # the client went away: let the app see it
+            received += len(message.get("body", b""))
+            if received > limit:
+                raise PayloadTooLargeProblem(limit)
+            if not message.get("more_body", False):
+                return messages
+
+
+def _replay(messages: list[Message], receive: Receive) -> Receive:
+    pending = iter(messages)
+
+    async def replay() -> Any:
+        for message in pending:
+            return message
+        return await receive()
+
+    return replay

@@ -1,0 +1,98 @@
+"""One transaction per request: the unit of work every operation handler runs in.
+
+:func:`unit_of_work` opens the app's :meth:`~service.db.Database.transaction` around a
+handler (write intent for anything but GET/HEAD/OPTIONS), so a request commits everything
+it did when the handler returns and nothing when it raises, and maps the database's
+conflict errors to problems. :func:`before_commit` lets a wrapper write in that same
+transaction after the handler returned (an idempotent response with its document).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import functools
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+from flask import current_app, request
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import Session
+from sqlalchemy.orm.exc import StaleDataError
+
+from service.db import Database, is_lock_timeout, session
+from service.problems import (
+    ConcurrentChangeProblem,
+    ConflictProblem,
+    NotFoundProblem,
+    PreconditionFailedProblem,
+    ServiceUnavailableProblem,
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
+
+EXTENSION_KEY = "storekeeper.database"
+# Callbacks that must write in the request's own transaction, after the handler returned and
+# before the commit (e.g. storing an idempotent response atomically with what it describes).
+_before_commit: contextvars.ContextVar[tuple[Callable[[Session, Any], None], ...]] = (
+    contextvars.ContextVar("storekeeper_before_commit", default=())
+)
+_CHANGED_MEANWHILE = "The resource changed while this request ran; fetch it and retry."
+
+
+def get_database() -> Database:
+    """The database of the Flask application handling the current request."""
+    return current_app.extensions[EXTENSION_KEY]
+
+
+@contextlib.contextmanager
+def before_commit(callback: Callable[[Session, Any], None]) -> Iterator[None]:
+    """Run ``callback(session, handler_result)`` inside the next unit of work, pre-commit."""
+    token = _before_commit.set((*_before_commit.get(), callback))
+    try:
+        yield
+    finally:
+        _before_commit.reset(token)
+
+
+def unit_of_work(handler: F) -> F:
+    """Run an operation handler in one transaction; map database conflicts to problems."""
+
+    @functools.wraps(handler)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        write = request.method not in {"GET", "HEAD", "OPTIONS"}
+        try:
+            with get_database().transaction(write=write) as current:
+                result = handler(*args, **kwargs)
+                for callback in _before_commit.get():
+                    callback(current, result)
+                return result
+        except StaleDataError as exc:
+            # Another request updated the row between our read and our write.
+            if request.headers.get("If-Match"):
+                raise PreconditionFailedProblem(_CHANGED_MEANWHILE) from exc
+            raise ConcurrentChangeProblem(_CHANGED_MEANWHILE) from exc
+        except IntegrityError as exc:
+            # A constraint caught a race that the handler's own checks could not see.
+            raise ConflictProblem(
+                "conflict",
+                "The request conflicts with the current state of a resource; "
+                "reload it and try again.",
+            ) from exc
+        except OperationalError as exc:
+            if is_lock_timeout(exc):
+                raise ServiceUnavailableProblem(
+                    "The database is busy; retry the request shortly.", retry_after=1
+                ) from exc
+            raise
+
+    return wrapper  # type: ignore[return-value]
+
+
+def get_or_404(model: type[T], identifier: int, resource: str) -> T:
+    """Load a row by primary key or answer 404 naming the resource."""
+    found = session().get(model, identifier)
+    if found is None:
+        raise NotFoundProblem(resource, identifier)
+    return found

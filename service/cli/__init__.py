@@ -1,0 +1,94 @@
+"""The ``storekeeper`` command: serve the API and manage its database."""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import click
+
+# connexion imports starlette's test client, which warns about httpx on import: noise for
+# every command-line user. Filtered before the subcommands import the service.
+warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
+
+from service import migrate  # noqa: E402
+from service.cli.demo import demo as demo_command  # noqa: E402
+from service.cli.products import export_group, import_group  # noqa: E402
+from service.cli.reports import report  # noqa: E402
+from service.cli.stock import stock as stock_group  # noqa: E402
+from service.cli.users import users as users_group  # noqa: E402
+from service.config import Settings  # noqa: E402
+
+
+@click.group()
+def main() -> None:
+    """Storekeeper inventory service."""
+
+
+@main.command()
+@click.option(
+    "--host", default=lambda: os.environ.get("HOST", "127.0.0.1"), show_default="HOST or 127.0.0.1"
+)
+@click.option(
+    "--port",
+    type=int,
+    default=lambda: int(os.environ.get("PORT", "8080")),
+    show_default="PORT or 8080",
+)
+@click.option(
+    "--migrate/--no-migrate", "run_migrations", default=True, help="Upgrade the database first."
+)
+@click.option("--reload", is_flag=True, help="Restart on code changes (development).")
+def serve(host: str, port: int, run_migrations: bool, reload: bool) -> None:
+    """Serve the API with uvicorn (one process; use gunicorn for production)."""
+    import uvicorn
+
+    if run_migrations:
+        migrate.upgrade()
+    click.echo(f"Storekeeper on http://{host}:{port}  (docs: http://{host}:{port}/apidocs/)")
+    uvicorn.run("service.asgi:app", host=host, port=port, reload=reload, proxy_headers=True)
+
+
+@main.group()
+def db() -> None:
+    """Database schema (alembic)."""
+
+
+@db.command()
+@click.argument("revision", default="head")
+def upgrade(revision: str) -> None:
+    """Upgrade the database named by DATABASE_URL to REVISION (default: head)."""
+    migrate.upgrade(revision=revision)
+    click.echo(f"upgraded {_redacted(Settings.from_env().database_url)} to {revision}")
+
+
+@db.command()
+@click.argument("revision", default="-1")
+def downgrade(revision: str) -> None:
+    """Downgrade the database to REVISION (default: one step back; 'base' empties it)."""
+    migrate.downgrade(revision=revision)
+    click.echo(f"downgraded to {revision}")
+
+
+@db.command()
+def current() -> None:
+    """Print the database's current revision."""
+    migrate.current()
+
+
+main.add_command(demo_command)
+main.add_command(stock_group)
+main.add_command(users_group)
+main.add_command(report)
+main.add_command(import_group)
+main.add_command(export_group)
+
+
+def _redacted(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+if __name__ == "__main__":
+    main()

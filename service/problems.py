@@ -1,0 +1,289 @@
+"""Every problem the service answers on purpose, as plain exceptions (RFC 9457 shape).
+
+A :class:`Problem` carries what a problem document needs (status, type, title, detail,
+extension members, extra headers) and nothing of the web framework: the domain, persistence
+and command-line layers raise and catch these without importing HTTP code. The API layer
+(``service.api.problem_handlers``) renders them as ``application/problem+json``; the CLI prints
+their ``detail`` and ``errors``.
+
+``errors[]`` entries name the offending input: :func:`pointer_error` for a body field (a JSON
+pointer), :func:`parameter_error` for a query, path or header parameter, :func:`row_error`
+for a line of an imported file. Lists of entries are capped at :data:`MAX_LISTED_ERRORS`.
+"""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import Any
+
+PROBLEM_BASE = "https://storekeeper.dev/problems/"
+# errors[] never grows past this many entries; ``error_count`` tells how many there were.
+MAX_LISTED_ERRORS = 1000
+
+
+def problem_type(slug: str) -> str:
+    return PROBLEM_BASE + slug
+
+
+def status_title(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+
+
+class Problem(Exception):
+    """A problem raised on purpose; the API renders it as problem+json."""
+
+    def __init__(
+        self,
+        status: int,
+        slug: str,
+        detail: str,
+        *,
+        title: str | None = None,
+        errors: list[dict[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
+        **extensions: Any,
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.type = problem_type(slug)
+        self.title = title or status_title(status)
+        self.detail = detail
+        self.headers = headers
+        ext = dict(extensions)
+        if errors is not None:
+            ext["errors"] = errors
+        self.ext = ext or None
+
+    @property
+    def errors(self) -> list[dict[str, Any]]:
+        return list((self.ext or {}).get("errors") or [])
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.status}, {self.type!r}, {self.detail!r})"
+
+
+def pointer_error(pointer: str, detail: str) -> dict[str, str]:
+    """One ``errors[]`` entry about a body field, addressed with a JSON pointer."""
+    return {"pointer": pointer, "detail": detail}
+
+
+def parameter_error(name: str, location: str, detail: str) -> dict[str, str]:
+    """One ``errors[]`` entry about a query, path or header parameter."""
+    return {"parameter": name, "in": location, "detail": detail}
+
+
+def row_error(
+    line: int, field_name: str | None, detail: str, pointer: str | None = None
+) -> dict[str, Any]:
+    """One ``errors[]`` entry about a row of an imported file (1-based ``line``)."""
+    entry: dict[str, Any] = {"line": line}
+    if field_name is not None:
+        entry["field"] = field_name
+    if pointer is not None:
+        entry["pointer"] = pointer
+    entry["detail"] = detail
+    return entry
+
+
+def capped(errors: list[dict[str, Any]]) -> dict[str, Any]:
+    """``errors`` (at most :data:`MAX_LISTED_ERRORS`) and their full ``error_count``."""
+    return {"errors": errors[:MAX_LISTED_ERRORS], "error_count": len(errors)}
+
+
+# --- 4xx --------------------------------------------------------------------------------
+
+
+class BadRequestProblem(Problem):
+    def __init__(self, detail: str, *, errors: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(400, "validation-error", detail, title="Invalid request", errors=errors)
+
+
+class BodyErrorsProblem(Problem):
+    """400: a body that breaks the contract, every problem named (the list capped)."""
+
+    def __init__(self, errors: list[dict[str, Any]]) -> None:
+        super().__init__(
+            400,
+            "validation-error",
+            f"The request body is invalid: {len(errors)} error(s); see errors[].",
+            title="Invalid request",
+            **capped(errors),
+        )
+
+
+class ImportInputProblem(Problem):
+    """400: an import body that is not a table of rows at all."""
+
+    def __init__(
+        self, detail: str, *, slug: str = "validation-error", errors: list | None = None
+    ) -> None:
+        super().__init__(400, slug, detail, title="Invalid request", errors=errors)
+
+
+class ImportRowsProblem(Problem):
+    """422: imported rows that cannot be applied; nothing was written."""
+
+    def __init__(self, errors: list[dict[str, Any]]) -> None:
+        rows = len({entry.get("line") for entry in errors})
+        super().__init__(
+            422,
+            "invalid-import-rows",
+            f"{len(errors)} problem(s) in {rows} row(s); nothing was imported. See errors[].",
+            title="Unprocessable request",
+            **capped(errors),
+        )
+        # Every entry, for the command line (which lists them all).
+        self.all_errors = errors
+
+
+class InvalidCredentialsProblem(Problem):
+    # One answer for every reason, so it reveals nothing about which e-mails exist.
+    def __init__(self) -> None:
+        super().__init__(
+            401,
+            "invalid-credentials",
+            "The e-mail address or password is wrong.",
+            title="Invalid credentials",
+        )
+
+
+class ForbiddenProblem(Problem):
+    def __init__(self, slug: str, detail: str) -> None:
+        super().__init__(403, slug, detail)
+
+
+class NotFoundProblem(Problem):
+    def __init__(self, resource: str, identifier: Any) -> None:
+        super().__init__(
+            404, "not-found", f"{resource} {identifier} does not exist.", title="Not found"
+        )
+
+
+class NotAcceptableProblem(Problem):
+    def __init__(self, accept: str, offered: tuple[str, ...]) -> None:
+        super().__init__(
+            406,
+            "not-acceptable",
+            f"This operation answers with {' or '.join(offered)}; the Accept header "
+            f"({accept[:100]}) allows neither.",
+            title="Not acceptable",
+        )
+
+
+class ConflictProblem(Problem):
+    def __init__(self, slug: str, detail: str, **extensions: Any) -> None:
+        super().__init__(409, slug, detail, title="Conflict", **extensions)
+
+
+class ConcurrentChangeProblem(ConflictProblem):
+    def __init__(self, detail: str) -> None:
+        super().__init__("concurrent-modification", detail)
+
+
+class IdempotencyKeyInUseProblem(ConflictProblem):
+    def __init__(self, key: str) -> None:
+        super().__init__(
+            "idempotency-key-in-use",
+            f"A request with Idempotency-Key {key!r} is still being processed; retry shortly.",
+        )
+
+
+class PreconditionFailedProblem(Problem):
+    def __init__(self, detail: str) -> None:
+        super().__init__(412, "precondition-failed", detail, title="Precondition failed")
+
+
+class PayloadTooLargeProblem(Problem):
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(
+            413,
+            "payload-too-large",
+            f"The body is larger than {max_bytes} bytes, the most this operation accepts; "
+            "split the file.",
+            title="Payload too large",
+            max_bytes=max_bytes,
+        )
+
+
+class UnsupportedCharsetProblem(Problem):
+    def __init__(self, charset: str, what: str = "CSV is") -> None:
+        super().__init__(
+            415,
+            "unsupported-charset",
+            f"{what} read as UTF-8 only; the Content-Type names charset {charset[:40]!r}.",
+            title="Unsupported Media Type",
+        )
+
+
+class UnprocessableProblem(Problem):
+    """The request matches the contract but its values cannot be applied."""
+
+    def __init__(self, detail: str, *, errors: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(
+            422, "unprocessable-entity", detail, title="Unprocessable request", errors=errors
+        )
+
+
+class WeakPasswordProblem(Problem):
+    """422: a password the account rules refuse, each reason at ``pointer``."""
+
+    def __init__(self, reasons: list[str], pointer: str = "/password") -> None:
+        super().__init__(
+            422,
+            "weak-password",
+            "The password is too weak: " + "; ".join(reasons) + ".",
+            title="Weak password",
+            errors=[pointer_error(pointer, f"The password {reason}.") for reason in reasons],
+        )
+
+
+class InvalidResetTokenProblem(Problem):
+    def __init__(self) -> None:
+        super().__init__(
+            422,
+            "invalid-reset-token",
+            "The reset token is unknown, expired or already used; request a new one.",
+            title="Invalid reset token",
+            errors=[pointer_error("/token", "Unknown, expired or already used.")],
+        )
+
+
+class IdempotencyKeyReusedProblem(Problem):
+    def __init__(self, key: str) -> None:
+        super().__init__(
+            422,
+            "idempotency-key-reused",
+            f"Idempotency-Key {key!r} was already used with a different request; use a new "
+            "key for a new operation.",
+            title="Idempotency key reused",
+        )
+
+
+class RateLimitedProblem(Problem):
+    def __init__(self, what: str, wait: int, limit: int) -> None:
+        super().__init__(
+            429,
+            "rate-limited",
+            f"Too many {what}; retry in {wait} seconds.",
+            title="Too many requests",
+            headers={
+                "Retry-After": str(wait),
+                "RateLimit-Limit": str(limit),
+                "RateLimit-Remaining": "0",
+                "RateLimit-Reset": str(wait),
+            },
+        )
+
+
+# --- 5xx --------------------------------------------------------------------------------
+
+
+class ServiceUnavailableProblem(Problem):
+    def __init__(self, detail: str, *, retry_after: int | None = None) -> None:
+        headers = {"Retry-After": str(retry_after)} if retry_after else None
+        super().__init__(
+            503, "service-unavailable", detail, title="Service unavailable", headers=headers
+        )

@@ -1,0 +1,347 @@
+"""Idempotency-Key on stock-writing POSTs: a retry never writes a second document."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from service.domain.ledger import recompute_levels
+from service.formats import utcnow
+from service.models import IdempotencyRecord, StockDocument
+from tests.helpers import assert_problem, create_location, create_product, walk_pages
+
+STOCK = "/api/v1/stock"
+KEY = "6f1c2a43-5b0e-4a59-9d3e-0c1d2e3f4a5b"
+
+
+# --- helpers ------------------------------------------------------------------------------
+
+
+def post(client, path: str, body: dict | None, key: str | None = KEY):
+    headers = {"Idempotency-Key": key} if key else {}
+    if body is None:
+        return client.post(f"{STOCK}/{path}", headers=headers)
+    return client.post(f"{STOCK}/{path}", json=body, headers=headers)
+
+
+def receipt_body(stock: dict, quantity: int = 10) -> dict:
+    return {
+        "location_id": stock["a"]["id"],
+        "reference": "PO-1",
+        "lines": [{"product_id": stock["hammer"]["id"], "quantity": quantity, "unit_cost": "5.00"}],
+    }
+
+
+def shipment_body(stock: dict, quantity: int = 4) -> dict:
+    return {
+        "location_id": stock["a"]["id"],
+        "lines": [{"product_id": stock["hammer"]["id"], "quantity": quantity}],
+    }
+
+
+def document_count(database) -> int:
+    with Session(database.engine) as session:
+        return session.scalar(select(func.count()).select_from(StockDocument))
+
+
+def key_rows(database) -> list[tuple[str, str]]:
+    with Session(database.engine) as session:
+        return [
+            (record.key, record.state)
+            for record in session.scalars(select(IdempotencyRecord).order_by(IdempotencyRecord.id))
+        ]
+
+
+def set_key(database, key: str = KEY, **values) -> None:
+    with database.engine.begin() as connection:
+        connection.execute(
+            update(IdempotencyRecord).where(IdempotencyRecord.key == key).values(**values)
+        )
+
+
+def snapshot(client, database) -> tuple:
+    return (
+        walk_pages(client, f"{STOCK}/levels", limit=200),
+        walk_pages(client, f"{STOCK}/movements", limit=200),
+        document_count(database),
+    )
+
+
+def assert_no_drift(database) -> None:
+    with Session(database.engine) as session:
+        assert recompute_levels(session) == []
+
+
+@pytest.fixture()
+def stock(client):
+    return {
+        "a": create_location(client, "WH1-A01"),
+        "b": create_location(client, "WH1-B01"),
+        "hammer": create_product(client, "HAM-16OZ"),
+    }
+
+
+def seed(client, stock) -> dict:
+    """Ten hammers at a, received without a key; return the receipt's movement."""
+    response = post(client, "receipts", receipt_body(stock), key=None)
+    assert response.status_code == 201, response.text
+    return response.json()["movements"][0]
+
+
+# --- replay -------------------------------------------------------------------------------
+
+
+OPERATIONS = {
+    "receipt": lambda stock, movement: ("receipts", receipt_body(stock, 3)),
+    "shipment": lambda stock, movement: ("shipments", shipment_body(stock)),
+    "transfer": lambda stock, movement: (
+        "transfers",
+        {
+            "from_location_id": stock["a"]["id"],
+            "to_location_id": stock["b"]["id"],
+            "lines": [{"product_id": stock["hammer"]["id"], "quantity": 2}],
+        },
+    ),
+    "adjustment": lambda stock, movement: (
+        "adjustments",
+        {
+            "location_id": stock["a"]["id"],
+            "lines": [
+                {"product_id": stock["hammer"]["id"], "reason": "loss", "quantity_delta": -1}
+            ],
+        },
+    ),
+    "reversal": lambda stock, movement: (f"movements/{movement['id']}/reversal", None),
+    "reversal-with-body": lambda stock, movement: (
+        f"movements/{movement['id']}/reversal",
+        {"note": "Wrong PO"},
+    ),
+}
+
+
+@pytest.mark.parametrize("operation", OPERATIONS)
+def test_a_retry_with_the_same_key_and_body_replays_the_first_response(
+    client, database, stock, operation
+):
+    movement = seed(client, stock)
+    path, body = OPERATIONS[operation](stock, movement)
+
+    first = post(client, path, body)
+    assert first.status_code == 201, first.text
+    assert "idempotent-replayed" not in first.headers
+    after_first = snapshot(client, database)
+
+    retry = post(client, path, body)
+
+    assert retry.status_code == 201, retry.text
+    assert retry.headers["idempotent-replayed"] == "true"
+    assert retry.headers["location"] == first.headers["location"]
+    assert retry.headers["content-type"] == "application/json"
+    assert retry.json() == first.json()
+    assert snapshot(client, database) == after_first
+    assert key_rows(database) == [(KEY, "completed")]
+    assert_no_drift(database)
+
+
+def test_the_same_body_in_another_key_order_or_spacing_is_replayed(client, database, stock):
+    body = receipt_body(stock)
+    first = post(client, "receipts", body)
+    assert first.status_code == 201, first.text
+
+    reordered = json.dumps(dict(reversed(list(body.items()))), indent=2)
+    retry = client.post(
+        f"{STOCK}/receipts",
+        content=reordered,
+        headers={"Idempotency-Key": KEY, "Content-Type": "application/json"},
+    )
+
+    assert retry.status_code == 201, retry.text
+    assert retry.headers["idempotent-replayed"] == "true"
+    assert document_count(database) == 1
+
+
+def test_without_a_key_every_post_writes_a_document(client, database, stock):
+    for _ in range(2):
+        assert post(client, "receipts", receipt_body(stock), key=None).status_code == 201
+
+    assert document_count(database) == 2
+    assert key_rows(database) == []
+
+
+def test_keys_are_independent(client, database, stock):
+    first = post(client, "receipts", receipt_body(stock), key="key-1")
+    second = post(client, "receipts", receipt_body(stock), key="key-2")
+
+    assert (first.status_code, second.status_code) == (201, 201)
+    assert first.json()["id"] != second.json()["id"]
+    assert document_count(database) == 2
+
+
+# --- misuse -------------------------------------------------------------------------------
+
+
+def test_the_same_key_with_a_different_body_is_422(client, database, stock):
+    assert post(client, "receipts", receipt_body(stock, 10)).status_code == 201
+    before = snapshot(client, database)
+
+    problem = assert_problem(
+        post(client, "receipts", receipt_body(stock, 11)), 422, "idempotency-key-reused"
+    )
+
+    assert KEY in problem["detail"]
+    assert snapshot(client, database) == before
+    assert key_rows(database) == [(KEY, "completed")]
+
+
+def test_the_same_key_on_another_operation_is_422(client, database, stock):
+    seed(client, stock)
+    assert post(client, "receipts", receipt_body(stock)).status_code == 201
+    before = snapshot(client, database)
+
+    assert_problem(post(client, "shipments", shipment_body(stock)), 422, "idempotency-key-reused")
+
+    assert snapshot(client, database) == before
+
+
+def test_a_key_whose_request_is_still_running_is_409(client, database, stock):
+    assert post(client, "receipts", receipt_body(stock)).status_code == 201
+    # As if the first request had claimed the key and not finished yet.
+    set_key(database, state="in_progress", created_at=utcnow())
+    before = snapshot(client, database)
+
+    assert_problem(post(client, "receipts", receipt_body(stock)), 409, "idempotency-key-in-use")
+
+    assert snapshot(client, database) == before
+
+
+def test_an_abandoned_claim_is_taken_over(client, database, stock):
+    assert post(client, "receipts", receipt_body(stock)).status_code == 201
+    # A claim whose process died long ago (no stored response, still in progress).
+    set_key(database, state="in_progress", created_at=utcnow() - timedelta(hours=1))
+
+    retry = post(client, "receipts", receipt_body(stock))
+
+    assert retry.status_code == 201, retry.text
+    assert "idempotent-replayed" not in retry.headers
+    assert document_count(database) == 2
+    assert key_rows(database) == [(KEY, "completed")]
+
+
+@pytest.mark.parametrize("key", ["", "has space", "x" * 256, "café".encode()])
+def test_a_malformed_key_is_400(client, database, stock, key: str | bytes):
+    response = client.post(
+        f"{STOCK}/receipts", json=receipt_body(stock), headers={"Idempotency-Key": key}
+    )
+
+    problem = assert_problem(response, 400)
+    assert [e.get("parameter") for e in problem["errors"]] == ["Idempotency-Key"]
+    assert document_count(database) == 0
+
+
+# --- failures are not remembered ----------------------------------------------------------
+
+
+def test_after_a_refused_request_the_same_key_can_be_retried(client, database, stock):
+    before = snapshot(client, database)
+
+    refused = post(client, "shipments", shipment_body(stock))
+    assert_problem(refused, 409, "insufficient-stock")
+    assert snapshot(client, database) == before
+    assert key_rows(database) == []  # the claim was released
+
+    seed(client, stock)
+    retried = post(client, "shipments", shipment_body(stock))
+    assert retried.status_code == 201, retried.text
+    assert "idempotent-replayed" not in retried.headers
+
+    replayed = post(client, "shipments", shipment_body(stock))
+    assert replayed.headers["idempotent-replayed"] == "true"
+    assert replayed.json() == retried.json()
+    assert document_count(database) == 2  # the seed and one shipment
+    assert_no_drift(database)
+
+
+def test_after_a_422_the_same_key_may_carry_a_corrected_body(client, database, stock):
+    wrong = receipt_body(stock)
+    wrong["lines"][0]["product_id"] = 999
+
+    assert_problem(post(client, "receipts", wrong), 422)
+    assert key_rows(database) == []
+
+    response = post(client, "receipts", receipt_body(stock))
+    assert response.status_code == 201, response.text
+    assert document_count(database) == 1
+
+
+def test_a_request_refused_by_validation_does_not_claim_its_key(client, database, stock):
+    invalid = receipt_body(stock)
+    invalid["lines"][0]["quantity"] = 0
+
+    assert_problem(post(client, "receipts", invalid), 400)
+    assert key_rows(database) == []
+
+    assert post(client, "receipts", receipt_body(stock)).status_code == 201
+
+
+def test_a_reversal_retried_with_its_key_is_replayed_not_refused(client, database, stock):
+    movement = seed(client, stock)
+    path = f"movements/{movement['id']}/reversal"
+    first = post(client, path, None)
+    assert first.status_code == 201, first.text
+
+    retry = post(client, path, None)
+    again_without_key = post(client, path, None, key="another-key")
+
+    assert retry.status_code == 201
+    assert retry.headers["idempotent-replayed"] == "true"
+    assert retry.json() == first.json()
+    assert_problem(again_without_key, 409, "already-reversed")
+    assert key_rows(database) == [(KEY, "completed")]
+
+
+# --- expiry -------------------------------------------------------------------------------
+
+
+def test_a_key_older_than_24_hours_is_treated_as_new(client, database, stock):
+    first = post(client, "receipts", receipt_body(stock))
+    assert first.status_code == 201, first.text
+    set_key(database, expires_at=utcnow() - timedelta(seconds=1))
+
+    retry = post(client, "receipts", receipt_body(stock))
+
+    assert retry.status_code == 201, retry.text
+    assert "idempotent-replayed" not in retry.headers
+    assert retry.json()["id"] != first.json()["id"]
+    assert document_count(database) == 2
+    # The fresh claim replays from now on, for another 24 hours.
+    with Session(database.engine) as session:
+        record = session.scalar(select(IdempotencyRecord))
+        assert record.state == "completed"
+        assert record.expires_at - utcnow() > timedelta(hours=23)
+    replay = post(client, "receipts", receipt_body(stock))
+    assert replay.headers["idempotent-replayed"] == "true"
+    assert replay.json() == retry.json()
+
+
+def test_an_expired_key_may_carry_a_different_body(client, database, stock):
+    assert post(client, "receipts", receipt_body(stock, 10)).status_code == 201
+    set_key(database, expires_at=utcnow() - timedelta(seconds=1))
+
+    response = post(client, "receipts", receipt_body(stock, 11))
+
+    assert response.status_code == 201, response.text
+    assert document_count(database) == 2
+
+
+def test_expired_keys_are_purged_as_new_ones_arrive(client, database, stock):
+    assert post(client, "receipts", receipt_body(stock), key="old").status_code == 201
+    assert post(client, "receipts", receipt_body(stock), key="recent").status_code == 201
+    set_key(database, key="old", expires_at=utcnow() - timedelta(seconds=1))
+
+    assert post(client, "receipts", receipt_body(stock), key="new").status_code == 201
+
+    assert key_rows(database) == [("recent", "completed"), ("new", "completed")]
