@@ -12,23 +12,33 @@ from connexion.jsonifier import Jsonifier
 from connexion.middleware import MiddlewarePosition
 from connexion.options import SwaggerUIOptions
 from connexion.utils import get_function_from_name
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException
 
 from service import spec
+from service.api.docs import DOCS_ROUTE, init_docs
 from service.api.docs import TEMPLATES as DOCS_TEMPLATES
-from service.api.docs import init_docs
 from service.api.http_facts import register_spec_paths
 from service.api.middleware.body_limit import BodyLimitMiddleware
 from service.api.middleware.disconnect import DisconnectWatchMiddleware
+from service.api.middleware.header_limits import HeaderLimitMiddleware
+from service.api.middleware.media_type import MediaTypeMiddleware, body_contracts
+from service.api.middleware.path_guard import PathGuardMiddleware, refuse_unrouted_views
 from service.api.middleware.request_id import RequestIdMiddleware
-from service.api.problem_handlers import handle_http_exception, handle_problem, handle_unexpected
+from service.api.problem_handlers import (
+    handle_database_error,
+    handle_http_exception,
+    handle_problem,
+    handle_unexpected,
+)
 from service.api.ratelimit import EXTENSION_KEY as RATE_LIMITS_KEY
-from service.api.ratelimit import RateLimitingResolver, RateLimits
+from service.api.ratelimit import RateLimitingResolver, RateLimitMiddleware, RateLimits
 from service.api.security import DatabaseScopeMiddleware
 from service.api.transaction import EXTENSION_KEY
 from service.api.validators import VALIDATORS
 from service.config import Settings
 from service.db import Database
+from service.db_faults import DatabaseTimeouts
 from service.problems import Problem
 
 SPEC_URL = "/openapi.json"
@@ -63,6 +73,10 @@ def create_app(settings: Settings | None = None) -> connexion.FlaskApp:
 
     rate_limits = RateLimits(settings)
     app = connexion.FlaskApp(__name__, server_args={"template_folder": str(DOCS_TEMPLATES)})
+    # Flask matches only the exact spelling of a route: no merged `//`, and (strict slashes)
+    # no trailing `/` on a slash-less rule. PathGuardMiddleware refuses both before routing.
+    app.app.url_map.merge_slashes = False
+    app.app.url_map.strict_slashes = True
     app.add_api(
         settings.spec_path,
         # Wraps login, password reset and every write in its rate limit.
@@ -75,17 +89,42 @@ def create_app(settings: Settings | None = None) -> connexion.FlaskApp:
         swagger_ui_options=SwaggerUIOptions(swagger_ui=False, spec_path=SPEC_URL),
     )
     database = Database(
-        settings.database_url, sqlite_busy_timeout_ms=settings.sqlite_busy_timeout_ms
+        settings.database_url,
+        sqlite_busy_timeout_ms=settings.sqlite_busy_timeout_ms,
+        timeouts=DatabaseTimeouts(
+            connect_s=settings.database_connect_timeout_s,
+            statement_ms=settings.database_statement_timeout_ms,
+            pool_s=settings.database_pool_timeout_s,
+        ),
     )
     app.add_middleware(RequestIdMiddleware, position=MiddlewarePosition.BEFORE_EXCEPTION)
+    # Just inside the error rendering, in front of everything that routes: `//`, `.`/`..`
+    # segments and trailing slashes are a 404 problem (with the request id).
+    app.add_middleware(
+        PathGuardMiddleware, position=MiddlewarePosition.BEFORE_SWAGGER, slash_routes={DOCS_ROUTE}
+    )
+    # Also before routing: oversized headers are a 431 problem.
+    app.add_middleware(HeaderLimitMiddleware, position=MiddlewarePosition.BEFORE_SWAGGER)
     app.add_middleware(
         DatabaseScopeMiddleware, position=MiddlewarePosition.BEFORE_SECURITY, database=database
     )
-    # After security (401/403 first), before validation reads the body.
+    # After security (401/403 first), before validation reads the body: its size (413), then
+    # its media type and charset against the spec's requestBody (415).
     app.add_middleware(
         BodyLimitMiddleware,
         position=MiddlewarePosition.BEFORE_VALIDATION,
+        default=settings.max_body_bytes,
         limits={"importProducts": settings.import_max_bytes},
+    )
+    app.add_middleware(
+        MediaTypeMiddleware,
+        position=MiddlewarePosition.BEFORE_VALIDATION,
+        contracts=body_contracts(spec.document(settings.spec_path)),
+    )
+    # Then the rate limits (429), still before validation: a flood of invalid bodies is
+    # refused without validating each. After security: writes count per credential.
+    app.add_middleware(
+        RateLimitMiddleware, position=MiddlewarePosition.BEFORE_VALIDATION, limits=rate_limits
     )
     app.add_middleware(
         DisconnectWatchMiddleware,
@@ -95,6 +134,8 @@ def create_app(settings: Settings | None = None) -> connexion.FlaskApp:
     app.add_error_handler(Problem, handle_problem)
     app.add_error_handler(ProblemException, handle_problem)
     app.add_error_handler(HTTPException, handle_http_exception)
+    # Unreachable, frozen or busy database: 503 (the rest of SQLAlchemy's errors stay 500s).
+    app.add_error_handler(SQLAlchemyError, handle_database_error)
     app.add_error_handler(Exception, handle_unexpected)
 
     register_spec_paths(spec.paths(settings.spec_path))
@@ -103,4 +144,5 @@ def create_app(settings: Settings | None = None) -> connexion.FlaskApp:
     flask_app.extensions[EXTENSION_KEY] = database
     flask_app.extensions[RATE_LIMITS_KEY] = rate_limits
     init_docs(flask_app, settings.spec_path)
+    refuse_unrouted_views(flask_app)
     return app

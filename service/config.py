@@ -20,12 +20,51 @@ Rate limits (service/api/ratelimit.py; a limit is a ``limits`` string such as ``
   ``X-Forwarded-For`` entry (set by the proxy in front) instead of the peer address. Turn it
   on only behind a proxy that sets the header, or clients can pick their own address.
 
+Request bodies (service/api/middleware/body_limit.py):
+
+- ``STOREKEEPER_MAX_BODY_BYTES`` (default ``1048576``, 1 MiB): the largest body any request
+  may carry, unless its operation has a limit of its own (the product import, below). A
+  larger one is refused with 413 before it is read or parsed.
+
+Database time bounds (PostgreSQL; service/db_faults.py). A database that cannot be reached
+or does not answer within them gives a 503 ``service-unavailable`` problem with
+``Retry-After``, never a 500 or a hang; the pool drops dead connections, so the service
+recovers by itself when the database is back:
+
+- ``DATABASE_CONNECT_TIMEOUT`` (default ``5`` seconds; libpq waits at least 2): opening a
+  connection, the whole handshake included (a frozen server is given up on, too). It also
+  bounds the pool's pre-ping, sets the TCP keepalives (first probe after that many idle
+  seconds, then every second) and ``tcp_user_timeout`` (twice as long), and is the slack a
+  running statement is given beyond its statement timeout before the client gives up on a
+  server that stopped answering.
+- ``DATABASE_STATEMENT_TIMEOUT_MS`` (default ``15000``): the server cancels a statement that
+  runs longer (``statement_timeout``). On a 100,000-product, 1,000,000-movement database the
+  slowest legitimate statements (a report is one) took up to ~4 s on a busy 2-CPU machine,
+  and every case of scripts/bench_reports.py (imports of 100,000 rows included) passes with
+  the default. ``0`` sends none (e.g. behind a pooler that refuses startup options); the
+  client then cannot tell a slow statement from a frozen server and waits.
+- ``DATABASE_POOL_TIMEOUT`` (default ``5`` seconds): how long a request waits for a free
+  connection of its process's pool (10 + 10 overflow) before it is a 503.
+
+A request arriving while the server is down or frozen is answered within pool + 2 x connect
+timeout (a failed pre-ping, then a failed new connection; defaults: 15 s; a stopped server
+refuses at once); one whose statement was running when the server froze, within pool +
+statement + connect timeout (25 s). Parameters in ``DATABASE_URL`` itself
+(``?connect_timeout=...``, ``options=-c statement_timeout=...``) take precedence.
+
 Product import (service/domain/product_io.py, service/api/middleware/body_limit.py):
 
 - ``STOREKEEPER_IMPORT_MAX_BYTES`` (default ``33554432``, 32 MiB): the largest body
   ``POST /api/v1/products/import`` accepts. A larger one is refused with 413 before it is
   read (by its Content-Length, or by counting a chunked body as it arrives). The import
   holds the whole body and its parsed rows in memory, so this bounds its memory too.
+
+Mail (service/domain/outbox.py):
+
+- ``STOREKEEPER_LOG_MAIL_BODIES`` (default ``false``; development only): also log the body of
+  every message put in the outbox. Bodies carry secrets (a password-reset link and its
+  token), so by default the log names a message by id, recipient and subject only. Read each
+  time a message is queued (:func:`log_mail_bodies`), by the API and the CLI alike.
 """
 
 from __future__ import annotations
@@ -55,6 +94,16 @@ def _env_positive_int(name: str, default: int) -> int:
     return number
 
 
+def _env_int(name: str, default: int, *, minimum: int) -> int:
+    value = os.environ.get(name)
+    if value is None or value.strip() == "":
+        return default
+    number = int(value)
+    if number < minimum:
+        raise ValueError(f"{name} must be a whole number of at least {minimum}, not {value!r}")
+    return number
+
+
 def default_database_url() -> str:
     return f"sqlite:///{DEFAULT_SQLITE_PATH}"
 
@@ -76,8 +125,14 @@ class Settings:
     write_rate_limit: str = "600/minute"
     redis_url: str | None = None
     trust_proxy_headers: bool = False
+    # The largest body of any request, in bytes (413 above it), but for the import's own.
+    max_body_bytes: int = 1024 * 1024
     # The largest product import body, in bytes (413 above it).
     import_max_bytes: int = 32 * 1024 * 1024
+    # PostgreSQL time bounds: see the module docstring (service/db_faults.py applies them).
+    database_connect_timeout_s: int = 5
+    database_statement_timeout_ms: int = 15000
+    database_pool_timeout_s: int = 5
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -94,7 +149,25 @@ class Settings:
             write_rate_limit=os.environ.get("WRITE_RATE_LIMIT") or cls.write_rate_limit,
             redis_url=os.environ.get("REDIS_URL") or None,
             trust_proxy_headers=_env_bool("TRUST_PROXY_HEADERS", False),
+            max_body_bytes=_env_positive_int("STOREKEEPER_MAX_BODY_BYTES", cls.max_body_bytes),
             import_max_bytes=_env_positive_int(
                 "STOREKEEPER_IMPORT_MAX_BYTES", cls.import_max_bytes
             ),
+            database_connect_timeout_s=_env_int(
+                "DATABASE_CONNECT_TIMEOUT", cls.database_connect_timeout_s, minimum=1
+            ),
+            database_statement_timeout_ms=_env_int(
+                "DATABASE_STATEMENT_TIMEOUT_MS", cls.database_statement_timeout_ms, minimum=0
+            ),
+            database_pool_timeout_s=_env_int(
+                "DATABASE_POOL_TIMEOUT", cls.database_pool_timeout_s, minimum=1
+            ),
         )
+
+
+LOG_MAIL_BODIES_ENV = "STOREKEEPER_LOG_MAIL_BODIES"
+
+
+def log_mail_bodies() -> bool:
+    """Whether ``STOREKEEPER_LOG_MAIL_BODIES`` asks for mail bodies in the log (see above)."""
+    return _env_bool(LOG_MAIL_BODIES_ENV, False)

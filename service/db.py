@@ -14,9 +14,11 @@ from collections.abc import Iterator
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from service.db_faults import DatabaseTimeouts, bound_answers, libpq_params
 from service.problems import ServiceUnavailableProblem
 
 _current_session: contextvars.ContextVar[Session | None] = contextvars.ContextVar(
@@ -29,14 +31,36 @@ _write_intent: contextvars.ContextVar[bool] = contextvars.ContextVar(
 )
 
 
-def make_engine(url: str, *, sqlite_busy_timeout_ms: int = 5000) -> Engine:
+def make_engine(
+    url: str, *, sqlite_busy_timeout_ms: int = 5000, timeouts: DatabaseTimeouts | None = None
+) -> Engine:
+    """The engine for ``url``. ``timeouts`` bounds every wait on PostgreSQL (connect,
+    statement, server answer, pool checkout; see :mod:`service.db_faults`); without them the
+    driver's and SQLAlchemy's defaults apply (the CLI and migrations)."""
     if url.startswith("sqlite"):
         engine = create_engine(
-            url, connect_args={"timeout": sqlite_busy_timeout_ms / 1000}, future=True
+            url,
+            connect_args={"timeout": sqlite_busy_timeout_ms / 1000},
+            # Bound values (reset tokens, password hashes) never reach a log or an error text.
+            hide_parameters=True,
         )
         _configure_sqlite(engine, sqlite_busy_timeout_ms)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+    if timeouts is None:
+        return create_engine(
+            url, pool_pre_ping=True, pool_size=10, max_overflow=10, hide_parameters=True
+        )
+    engine = create_engine(
+        url,
+        pool_pre_ping=True,
+        pool_size=10,
+        max_overflow=10,
+        pool_timeout=timeouts.pool_s,
+        hide_parameters=True,
+        connect_args=libpq_params(make_url(url), timeouts),
+    )
+    bound_answers(engine, timeouts)
+    return engine
 
 
 def _sqlite_lower(value: Any) -> Any:
@@ -67,8 +91,16 @@ def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
 class Database:
     """The engine and session factory of one application instance."""
 
-    def __init__(self, url: str, *, sqlite_busy_timeout_ms: int = 5000) -> None:
-        self.engine = make_engine(url, sqlite_busy_timeout_ms=sqlite_busy_timeout_ms)
+    def __init__(
+        self,
+        url: str,
+        *,
+        sqlite_busy_timeout_ms: int = 5000,
+        timeouts: DatabaseTimeouts | None = None,
+    ) -> None:
+        self.engine = make_engine(
+            url, sqlite_busy_timeout_ms=sqlite_busy_timeout_ms, timeouts=timeouts
+        )
         self.sessionmaker = sessionmaker(self.engine, expire_on_commit=False)
         # SQLite admits one writer at a time and its busy handler polls on a timer, so threads
         # of one process racing for the lock starve each other (seconds at p99). Queue them
@@ -129,3 +161,23 @@ def is_lock_timeout(exc: OperationalError) -> bool:
     """A writer that waited too long for a lock (SQLite busy, PostgreSQL lock_timeout)."""
     text = str(exc.orig).lower()
     return "database is locked" in text or "lock timeout" in text
+
+
+def snapshot_engine(engine: Engine) -> Engine:
+    """``engine`` with every transaction reading one consistent snapshot, read-only.
+
+    PostgreSQL: REPEATABLE READ, read-only. SQLite: ``engine`` itself; its BEGIN is deferred
+    (the "begin" hook above, without write intent) and in WAL mode the first read fixes the
+    snapshot.
+    """
+    if engine.dialect.name == "postgresql":
+        return engine.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
+    return engine
+
+
+def where_equal(stmt: Any, *filters: tuple[Any, Any]) -> Any:
+    """``stmt`` narrowed by ``column == value`` for each (column, value) whose value is given."""
+    for column, value in filters:
+        if value is not None:
+            stmt = stmt.where(column == value)
+    return stmt

@@ -6,6 +6,7 @@ One parser reads every ``format: date-time`` the API, the import and the CLI acc
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from datetime import UTC, datetime, timedelta, timezone
@@ -107,9 +108,69 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
-def loads_json(text: str) -> Any:
-    """JSON as the contract reads it: NaN and Infinity are not numbers.
+# Arrays and objects nest at most this deep (the contract's deepest body, a stock document's
+# lines, nests 3). Python's parser recurses once per level and fails with RecursionError near
+# 1,000, i.e. on a 2 KB body: the nesting is measured before it runs.
+MAX_JSON_DEPTH = 32
+
+
+class JSONTooDeep(ValueError):
+    """A JSON document whose arrays and objects nest deeper than :data:`MAX_JSON_DEPTH`."""
+
+    def __init__(self, limit: int = MAX_JSON_DEPTH) -> None:
+        super().__init__(f"arrays and objects nest deeper than {limit} levels")
+        self.limit = limit
+
+
+# Bytes that matter for nesting: brackets and the quotes around strings (which hide brackets).
+_STRUCTURE = b'[]{}"'
+_NOT_STRUCTURE = bytes(byte for byte in range(256) if byte not in _STRUCTURE)
+_AS_PARENS = bytes.maketrans(b"[{]}", b"(())")
+
+
+@functools.lru_cache(maxsize=8)
+def _balanced_within(limit: int) -> re.Pattern[bytes]:
+    """Balanced "(...)" groups nested at most ``limit`` deep; possessive, so linear."""
+    pattern = b""
+    for _ in range(limit):
+        pattern = rb"(?:\(" + pattern + rb"\))*+"
+    return re.compile(pattern)
+
+
+def json_depth_exceeds(text: str, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether arrays and objects in ``text`` (JSON, valid or not) nest deeper than ``limit``.
+
+    Linear, in C: keep only the brackets outside strings, then match them against a pattern
+    of balanced groups at most ``limit`` deep; the match stops at an opening bracket only
+    where the nesting goes deeper. ``limit + 1`` closing brackets appended close what a
+    truncated body leaves open. Brackets that do not pair up make invalid JSON, which
+    json.loads refuses where they stop pairing, within ``limit`` levels (a ``[`` closed by
+    a ``}`` counts as a pair here: at worst such a body is called too deep).
+    """
+    if text.count("[") + text.count("{") <= limit:
+        return False
+    data = text.encode("utf-8", "surrogatepass")
+    if b"\\" in data:
+        # Escaped backslashes and quotes neither end nor start a string.
+        data = data.replace(b"\\\\", b"").replace(b'\\"', b"")
+    # Empty strings go first: two adjacent quotes are an empty string or the end of one
+    # string and the start of the next, so what lies outside strings is unchanged.
+    data = data.translate(None, _NOT_STRUCTURE).replace(b'""', b"")
+    if b'"' in data:
+        data = b"".join(data.split(b'"')[::2])  # every other piece is inside a string
+    parens = data.translate(_AS_PARENS) + b")" * (limit + 1)
+    if b"(" * (limit + 1) in parens:
+        return True
+    end = _balanced_within(limit).match(parens).end()
+    return parens[end : end + 1] == b"("
+
+
+def loads_json(text: str, *, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """JSON as the contract reads it: NaN and Infinity are not numbers, and arrays and
+    objects nest at most ``max_depth`` levels (:class:`JSONTooDeep` otherwise).
 
     Raises ``json.JSONDecodeError`` (position known) or ``ValueError`` (why) otherwise.
     """
+    if json_depth_exceeds(text, max_depth):
+        raise JSONTooDeep(max_depth)
     return json.loads(text, parse_constant=_reject_constant)

@@ -13,12 +13,13 @@ for a line of an imported file. Lists of entries are capped at :data:`MAX_LISTED
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from http import HTTPStatus
 from typing import Any
 
 PROBLEM_BASE = "https://storekeeper.dev/problems/"
 # errors[] never grows past this many entries; ``error_count`` tells how many there were.
-MAX_LISTED_ERRORS = 1000
+MAX_LISTED_ERRORS = 100
 
 
 def problem_type(slug: str) -> str:
@@ -88,9 +89,16 @@ def row_error(
     return entry
 
 
-def capped(errors: list[dict[str, Any]]) -> dict[str, Any]:
-    """``errors`` (at most :data:`MAX_LISTED_ERRORS`) and their full ``error_count``."""
-    return {"errors": errors[:MAX_LISTED_ERRORS], "error_count": len(errors)}
+def capped(errors: list[dict[str, Any]], *, exact: bool = True) -> dict[str, Any]:
+    """``errors`` (at most :data:`MAX_LISTED_ERRORS`) and their full ``error_count``.
+
+    A check that stopped looking after many errors passes ``exact=False``: ``error_count`` is
+    then how many it found, at least, and ``error_count_exact`` is false.
+    """
+    members: dict[str, Any] = {"errors": errors[:MAX_LISTED_ERRORS], "error_count": len(errors)}
+    if not exact:
+        members["error_count_exact"] = False
+    return members
 
 
 # --- 4xx --------------------------------------------------------------------------------
@@ -102,15 +110,47 @@ class BadRequestProblem(Problem):
 
 
 class BodyErrorsProblem(Problem):
-    """400: a body that breaks the contract, every problem named (the list capped)."""
+    """400: a body that breaks the contract, every problem named (the list capped).
+
+    ``exact=False``: the check stopped after ``len(errors)`` problems; there may be more.
+    """
+
+    def __init__(self, errors: list[dict[str, Any]], *, exact: bool = True) -> None:
+        found = f"{len(errors)} error(s)" if exact else f"at least {len(errors)} errors"
+        super().__init__(
+            400,
+            "validation-error",
+            f"The request body is invalid: {found}; see errors[].",
+            title="Invalid request",
+            **capped(errors, exact=exact),
+        )
+
+
+class ParameterErrorsProblem(Problem):
+    """400: query, path or header parameters that break the contract (the list capped)."""
 
     def __init__(self, errors: list[dict[str, Any]]) -> None:
         super().__init__(
             400,
             "validation-error",
-            f"The request body is invalid: {len(errors)} error(s); see errors[].",
+            f"The request parameters are invalid: {len(errors)} error(s); see errors[].",
             title="Invalid request",
             **capped(errors),
+        )
+
+
+class JSONTooDeepProblem(Problem):
+    """400: a JSON body whose arrays and objects nest deeper than the service parses."""
+
+    def __init__(self, max_depth: int) -> None:
+        super().__init__(
+            400,
+            "validation-error",
+            f"The JSON body nests arrays and objects more than {max_depth} levels deep; no "
+            "request of this API needs more than a few.",
+            title="Invalid request",
+            errors=[pointer_error("", f"Nested more than {max_depth} levels deep.")],
+            max_depth=max_depth,
         )
 
 
@@ -120,7 +160,16 @@ class ImportInputProblem(Problem):
     def __init__(
         self, detail: str, *, slug: str = "validation-error", errors: list | None = None
     ) -> None:
-        super().__init__(400, slug, detail, title="Invalid request", errors=errors)
+        # A header row of 100,000 unknown columns is 100,000 errors: capped too.
+        listed = capped(errors) if errors is not None and len(errors) > MAX_LISTED_ERRORS else {}
+        super().__init__(
+            400,
+            slug,
+            detail,
+            title="Invalid request",
+            errors=listed.pop("errors", errors),
+            **listed,
+        )
 
 
 class ImportRowsProblem(Problem):
@@ -178,6 +227,27 @@ class ConflictProblem(Problem):
         super().__init__(409, slug, detail, title="Conflict", **extensions)
 
 
+class InsufficientStockProblem(ConflictProblem):
+    """409: a document would take stock below zero; each short line named, nothing written."""
+
+    def __init__(self, shortages: list[dict[str, Any]], changes: Sequence[Any]) -> None:
+        pointers = {change.line_no: change.pointer for change in changes}
+        described = "; ".join(
+            f"line {s['line']}: product {s['product_id']} at location {s['location_id']} "
+            f"needs {s['requested']}, {s['available']} available"
+            for s in shortages
+        )
+        super().__init__(
+            "insufficient-stock",
+            f"Not enough stock, nothing was written. {described}.",
+            shortages=shortages,
+            errors=[
+                pointer_error(pointers[s["line"]], f"Only {s['available']} available.")
+                for s in shortages
+            ],
+        )
+
+
 class ConcurrentChangeProblem(ConflictProblem):
     def __init__(self, detail: str) -> None:
         super().__init__("concurrent-modification", detail)
@@ -201,10 +271,34 @@ class PayloadTooLargeProblem(Problem):
         super().__init__(
             413,
             "payload-too-large",
-            f"The body is larger than {max_bytes} bytes, the most this operation accepts; "
-            "split the file.",
+            f"The body is larger than {max_bytes} bytes, the most this operation accepts.",
             title="Payload too large",
             max_bytes=max_bytes,
+        )
+
+
+class UnsupportedMediaTypeProblem(Problem):
+    """415: a body without a Content-Type, or of a type the operation does not take."""
+
+    def __init__(
+        self,
+        media_type: str | None,
+        accepted: tuple[str, ...],
+        *,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        got = (
+            "the request names no Content-Type"
+            if media_type is None
+            else f"not {media_type[:100]!r}"
+        )
+        super().__init__(
+            415,
+            "unsupported-media-type",
+            f"This operation takes a body of type {' or '.join(accepted)}; {got}.",
+            title="Unsupported Media Type",
+            headers=headers,
+            media_types=list(accepted),
         )
 
 
@@ -275,6 +369,18 @@ class RateLimitedProblem(Problem):
                 "RateLimit-Remaining": "0",
                 "RateLimit-Reset": str(wait),
             },
+        )
+
+
+class HeaderTooLargeProblem(Problem):
+    def __init__(self, name: str | None, max_bytes: int) -> None:
+        what = f"The {name} header is" if name else "The request headers are"
+        super().__init__(
+            431,
+            "request-header-fields-too-large",
+            f"{what} larger than {max_bytes} bytes, the most this service accepts.",
+            title="Request header fields too large",
+            max_bytes=max_bytes,
         )
 
 

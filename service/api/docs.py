@@ -4,8 +4,9 @@ flasgger is told to take the spec verbatim: OpenAPI 3 mode, and a rule filter th
 every Flask route so no docstring or view ever leaks into the documented contract.
 
 service/api/templates/flasgger/head.html overrides flasgger's page head (Flask searches the
-app's templates, :data:`TEMPLATES`, before a blueprint's) to drop its Google Fonts link: the docs load nothing from
-outside this server. tests/e2e/test_swagger_ui_browser.py checks the page in headless Chromium.
+app's templates, :data:`TEMPLATES`, before a blueprint's) to drop its Google Fonts link: the
+docs load nothing from outside this server. tests/e2e/test_swagger_ui_browser.py checks the
+page in headless Chromium.
 """
 
 from __future__ import annotations

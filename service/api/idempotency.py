@@ -1,11 +1,31 @@
 """Idempotency-Key for stock-writing POSTs: a retry never writes a second document.
 
-The first request with a key *claims* it in a short transaction of its own (state
-``in_progress``), so concurrent retries see the claim at once and get 409. Its response is
-stored in the same transaction as the document it describes (``transaction.before_commit``): either
-both exist or neither. If the request fails, the claim is released so the key can be
-retried. Keys are scoped to the caller's credential, compared by a hash of the request, and
-expire after 24 hours.
+Everything happens in the request's own transaction (its ``unit_of_work``), so a claim lives
+exactly as long as the request that holds it and dies with it:
+
+- **PostgreSQL**: the transaction's first statement takes a transaction-scoped advisory lock
+  on a hash of (scope, key), ``pg_try_advisory_xact_lock``. A concurrent request with the
+  key cannot get it and, unless a stored response is there to replay, answers 409
+  ``idempotency-key-in-use`` at once, without waiting. The lock ends with the transaction:
+  commit, rollback, or the death of the process that held it (the server rolls back the
+  connection of a client that is gone), so a retry after a crash goes through at once
+  instead of waiting for a committed claim to go stale.
+- **SQLite**: writers are serialised (``BEGIN IMMEDIATE`` plus the per-process writer lock
+  of :class:`service.db.Database`), so the write transaction itself is the claim: a
+  concurrent duplicate waits for it, then reads the committed record and replays it. No
+  duplicate can be in progress beside it, so SQLite never answers 409 here.
+
+Then the request looks for the key's stored record (committed records never change, so even
+a request that could not get the lock may replay one): the same request hash replays it
+(``Idempotent-Replayed: true``), another hash is a 422 ``idempotency-key-reused``, an expired
+record is deleted by the holder of the key. Otherwise the holder runs the handler, and its
+successful response is inserted in the same transaction as the document it describes: both
+commit or neither. A request that fails commits nothing, so errors are not stored and the key
+may be retried. A row therefore always holds a completed response (the table has no "in
+progress" state). Keys are scoped to the
+caller's credential, compared by a hash of the request, and expire after 24 hours; expired
+rows are purged as new ones are stored. The unique (scope, key) constraint is the last guard:
+two responses for one key never both commit.
 """
 
 from __future__ import annotations
@@ -18,11 +38,11 @@ from datetime import timedelta
 from typing import Any, TypeVar
 
 from flask import request
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from service.api import transaction
+from service import db
 from service.api.responses import json_response
 from service.api.security import current_principal
 from service.formats import utcnow
@@ -34,9 +54,13 @@ F = TypeVar("F", bound=Callable[..., Any])
 HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
 TTL = timedelta(hours=24)
-# A claim whose request died without releasing it (a killed process) is taken over after this.
-ABANDONED_AFTER = timedelta(minutes=5)
 REPLAYED_RESPONSE_HEADERS = ("Location",)
+# Expired rows deleted per stored response: bounded work per request, and still more than one
+# row purged per row added, so the table never grows past a day of keys.
+PURGE_BATCH = 100
+# Mixed into the advisory lock's hash: other users of PostgreSQL's 64-bit advisory lock space
+# do not share our numbers.
+LOCK_NAMESPACE = "storekeeper.idempotency"
 
 
 def credential_scope() -> str:
@@ -56,111 +80,108 @@ def request_fingerprint() -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
-def _claim(scope: str, key: str, fingerprint: str) -> IdempotencyRecord | None:
-    """Claim the key (None) or return the completed record to replay."""
-    database = transaction.get_database()
+def advisory_lock_id(scope: str, key: str) -> int:
+    """The signed 64-bit PostgreSQL advisory lock number of (scope, key)."""
+    text = "\0".join((LOCK_NAMESPACE, scope, key)).encode("utf-8")
+    return int.from_bytes(hashlib.sha256(text).digest()[:8], "big", signed=True)
+
+
+def _hold(session: Session, scope: str, key: str) -> bool:
+    """Hold the key for the rest of this transaction; False if another transaction holds it."""
+    if session.get_bind().dialect.name != "postgresql":
+        return True  # SQLite: this write transaction already excludes every other writer.
+    lock = func.pg_try_advisory_xact_lock(advisory_lock_id(scope, key))
+    return bool(session.scalar(select(lock)))
+
+
+def _stored(
+    session: Session, scope: str, key: str, fingerprint: str, *, held: bool
+) -> IdempotencyRecord | None:
+    """The live record of the key to replay, or None; 422 for a record of another request.
+
+    A committed record never changes, so it is read (and replayed) without holding the key.
+    An expired one is deleted, only by the holder of the key.
+    """
+    record = session.scalar(
+        select(IdempotencyRecord).where(
+            IdempotencyRecord.scope == scope, IdempotencyRecord.key == key
+        )
+    )
+    if record is None:
+        return None
+    if record.expires_at <= utcnow():
+        if held:
+            session.execute(delete(IdempotencyRecord).where(IdempotencyRecord.id == record.id))
+        return None
+    if record.request_hash != fingerprint:
+        raise IdempotencyKeyReusedProblem(key)
+    return record
+
+
+def _store(session: Session, scope: str, key: str, fingerprint: str, result: Any) -> None:
+    """Keep a successful response in the handler's transaction, beside its document."""
+    body, status, headers = result
+    if not 200 <= status < 300:
+        return
+    # The handler's own writes first: a constraint they break is theirs, not a key clash.
+    session.flush()
     now = utcnow()
+    # Rows locked by another purger are skipped (PostgreSQL), never waited for.
+    expired = (
+        select(IdempotencyRecord.id)
+        .where(IdempotencyRecord.expires_at <= now)
+        .limit(PURGE_BATCH)
+        .with_for_update(skip_locked=True)
+    )
+    session.execute(
+        delete(IdempotencyRecord).where(IdempotencyRecord.id.in_(expired)),
+        execution_options={"synchronize_session": False},
+    )
+    kept = {name: headers[name] for name in REPLAYED_RESPONSE_HEADERS if name in headers}
+    session.add(
+        IdempotencyRecord(
+            scope=scope,
+            key=key,
+            request_hash=fingerprint,
+            response_status=status,
+            response_body=json.dumps(body, separators=(",", ":")),
+            response_headers=json.dumps(kept),
+            created_at=now,
+            expires_at=now + TTL,
+        )
+    )
     try:
-        with database.transaction(write=True) as session:
-            # Expired keys go as new ones arrive (indexed on expires_at): the table stays small.
-            session.execute(
-                delete(IdempotencyRecord).where(
-                    IdempotencyRecord.expires_at <= now,
-                    IdempotencyRecord.key != key,
-                )
-            )
-            record = session.scalar(
-                select(IdempotencyRecord)
-                .where(IdempotencyRecord.scope == scope, IdempotencyRecord.key == key)
-                .with_for_update()
-            )
-            abandoned = (
-                record is not None
-                and record.state == "in_progress"
-                and record.created_at <= now - ABANDONED_AFTER
-            )
-            if record is not None and (record.expires_at <= now or abandoned):
-                session.delete(record)
-                session.flush()
-                record = None
-            if record is None:
-                session.add(
-                    IdempotencyRecord(
-                        scope=scope,
-                        key=key,
-                        request_hash=fingerprint,
-                        state="in_progress",
-                        created_at=now,
-                        expires_at=now + TTL,
-                    )
-                )
-                return None
-            if record.request_hash != fingerprint:
-                raise IdempotencyKeyReusedProblem(key)
-            if record.state != "completed":
-                raise IdempotencyKeyInUseProblem(key)
-            session.expunge(record)
-            return record
-    except IntegrityError as exc:
-        # Another request inserted the same key between our read and our insert.
+        session.flush()
+    except IntegrityError as exc:  # pragma: no cover - the held key excludes this
         raise IdempotencyKeyInUseProblem(key) from exc
 
 
-def _release(scope: str, key: str) -> None:
-    with transaction.get_database().transaction(write=True) as session:
-        session.execute(
-            delete(IdempotencyRecord).where(
-                IdempotencyRecord.scope == scope,
-                IdempotencyRecord.key == key,
-                IdempotencyRecord.state == "in_progress",
-            )
-        )
-
-
-def _store(scope: str, key: str) -> Callable[[Session, Any], None]:
-    def store(session: Session, result: Any) -> None:
-        body, status, headers = result
-        kept = {name: headers[name] for name in REPLAYED_RESPONSE_HEADERS if name in headers}
-        record = session.scalar(
-            select(IdempotencyRecord).where(
-                IdempotencyRecord.scope == scope, IdempotencyRecord.key == key
-            )
-        )
-        if record is None:  # pragma: no cover - the claim is ours until we release it
-            raise IdempotencyKeyInUseProblem(key)
-        record.state = "completed"
-        record.response_status = status
-        record.response_body = json.dumps(body, separators=(",", ":"))
-        record.response_headers = json.dumps(kept)
-
-    return store
-
-
 def _replay(record: IdempotencyRecord):
-    headers = json.loads(record.response_headers or "{}")
+    headers = json.loads(record.response_headers)
     headers[REPLAYED_HEADER] = "true"
-    return json_response(
-        json.loads(record.response_body or "null"), record.response_status, headers
-    )
+    return json_response(json.loads(record.response_body), record.response_status, headers)
 
 
 def idempotent(handler: F) -> F:
-    """Honour Idempotency-Key on a handler already wrapped in ``transaction.unit_of_work``."""
+    """Honour Idempotency-Key on a handler; it must run inside ``transaction.unit_of_work``
+    (decorate below it): the key is held by the request's own transaction."""
 
     @functools.wraps(handler)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def in_transaction(*args: Any, **kwargs: Any) -> Any:
         key = request.headers.get(HEADER)
         if not key:
             return handler(*args, **kwargs)
+        session = db.session()  # RuntimeError outside a unit of work: a wiring mistake
         scope = credential_scope()
-        completed = _claim(scope, key, request_fingerprint())
-        if completed is not None:
-            return _replay(completed)
-        try:
-            with transaction.before_commit(_store(scope, key)):
-                return handler(*args, **kwargs)
-        except BaseException:
-            _release(scope, key)
-            raise
+        fingerprint = request_fingerprint()
+        held = _hold(session, scope, key)
+        stored = _stored(session, scope, key, fingerprint, held=held)
+        if stored is not None:
+            return _replay(stored)
+        if not held:  # the first request with the key is still running
+            raise IdempotencyKeyInUseProblem(key)
+        result = handler(*args, **kwargs)
+        _store(session, scope, key, fingerprint, result)
+        return result
 
-    return wrapper  # type: ignore[return-value]
+    return in_transaction  # type: ignore[return-value]

@@ -16,10 +16,12 @@ from datetime import datetime
 from typing import Any, Generic, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from flask import request
 from sqlalchemy import Select, literal, tuple_
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from service.api.responses import json_response
+from service.db import session
 from service.formats import format_timestamp, parse_timestamp
 from service.problems import BadRequestProblem, parameter_error
 
@@ -201,3 +203,27 @@ def next_link(request_url: str, next_cursor: str | None) -> dict[str, str]:
 def list_response(items: list[dict], page: Page, request_url: str) -> tuple[dict, int, dict]:
     body = {"items": items, "next_cursor": page.next_cursor}
     return json_response(body, 200, next_link(request_url, page.next_cursor))
+
+
+def paginated(
+    stmt: Select,
+    *,
+    sort: SortKey | Keyset,
+    limit: int,
+    cursor: str | None,
+    dump: Callable[[Sequence[Any]], list[dict]],
+    id_column: InstrumentedAttribute | None = None,
+    entity: Callable[[Any], Any] | None = None,
+) -> tuple[dict, int, dict]:
+    """A list operation's answer: one page of ``stmt`` in the request's session, ``dump``ed,
+    with ``next_cursor`` and the ``Link`` header. Every list handler ends here."""
+    page = paginate(
+        session(),
+        stmt,
+        sort=sort,
+        id_column=id_column,
+        limit=limit,
+        cursor=cursor,
+        entity=entity,
+    )
+    return list_response(dump(page.items), page, request.url)

@@ -14,10 +14,12 @@ from typing import Any
 from connexion.exceptions import ProblemException
 from connexion.lifecycle import ConnexionRequest, ConnexionResponse
 from connexion.problem import problem
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException
 
+from service import db_faults
 from service.api.http_facts import REQUEST_ID_HEADER, allowed_methods
-from service.problems import Problem, problem_type, status_title
+from service.problems import Problem, ServiceUnavailableProblem, problem_type, status_title
 
 logger = logging.getLogger("storekeeper.errors")
 
@@ -120,3 +122,22 @@ def handle_unexpected(request: ConnexionRequest, exc: Exception) -> ConnexionRes
         "reporting this.",
         type_=problem_type("internal-error"),
     )
+
+
+def handle_database_error(request: ConnexionRequest, exc: SQLAlchemyError) -> ConnexionResponse:
+    """A database that cannot be reached, does not answer in time or is busy: 503 with
+    ``Retry-After``, wherever it was met (the token lookup, login, any handler). The driver's
+    message goes to the log only. Any other database error is a program's: the 500 above."""
+    outage = db_faults.classify(exc)
+    if outage is None:
+        return handle_unexpected(request, exc)
+    request_id = _request_id(request)
+    logger.warning(
+        "database %s while serving request %s: %s",
+        outage.reason,
+        request_id,
+        db_faults.describe(exc),
+        extra={"request_id": request_id},
+    )
+    problem = ServiceUnavailableProblem(outage.detail, retry_after=outage.retry_after)
+    return handle_problem(request, problem)

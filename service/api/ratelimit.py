@@ -1,4 +1,4 @@
-"""Rate limits, applied from outside the handlers: the resolver wraps each limited operation.
+"""Rate limits, applied before the request body is even validated (an ASGI middleware).
 
 Policies (each a list of ``limits`` items, e.g. ``"10/minute"`` or ``"10/minute;50/hour"``):
 
@@ -13,6 +13,15 @@ Policies (each a list of ``limits`` items, e.g. ``"10/minute"`` or ``"10/minute;
 
 Every attempt counts, successful or not: the limit is on tries, which is what slows a
 password guesser. A request refused with 429 is not counted.
+
+Where: :class:`RateLimitMiddleware` counts in the ASGI stack, after routing and security (the
+credential is known; a 401/403 is not counted) and after the body's size and media type
+checks (413/415), but **before request validation**: a flood of invalid bodies gets 429s
+once its budget is spent, not a validation each. For login and the password reset request
+it reads the (size-limited) body to find the e-mail, then hands the same bytes on. The
+resolver still wraps each limited handler (:meth:`RateLimits.wrap`), as a fallback that
+counts a request which reached the handler without passing the middleware; one that did is
+not counted twice.
 
 The client address is ``request.remote_addr``; with ``TRUST_PROXY_HEADERS`` on it is the
 right-most ``X-Forwarded-For`` entry instead, i.e. the address the one trusted proxy in front
@@ -29,7 +38,7 @@ Redis is down. Per-process budgets are a bounded degradation (at most one budget
 Answers: a refused request is a 429 problem ``rate-limited`` with ``Retry-After`` (whole
 seconds, at least 1), ``RateLimit-Limit``, ``RateLimit-Remaining: 0`` and ``RateLimit-Reset``.
 Allowed requests carry the same ``RateLimit-*`` headers for the budget closest to exhaustion,
-on success and on problems the handler raises.
+on success and on every problem answered after the count (validation's and the handler's).
 """
 
 from __future__ import annotations
@@ -42,9 +51,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl
 
 import flask
-
+from connexion.exceptions import ProblemException
 from connexion.lifecycle import ConnexionResponse
 from connexion.resolver import Resolution, Resolver
 from limits import RateLimitItem, parse_many
@@ -54,9 +64,14 @@ from limits.strategies import MovingWindowRateLimiter, RateLimiter
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.retry import Retry
+from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from werkzeug.wrappers import Response
 
+from service.api.http_facts import operation_name
 from service.api.security import current_principal
+from service.domain.accounts import Principal
+from service.formats import loads_json
 from service.models.auth import email_key
 from service.problems import Problem, RateLimitedProblem
 
@@ -74,6 +89,10 @@ REDIS_TIMEOUT_SECONDS = 0.5
 REDIS_RETRY_SECONDS = 5.0
 REDIS_SCHEMES = ("redis://", "rediss://", "redis+unix://", "valkey://", "valkeys://")
 STORAGE_ERRORS = (RedisError, StorageError)
+# Put in the ASGI scope by the middleware once it has counted a request: the RateLimit-*
+# headers of its answer (the handler wrapper then does not count it again).
+SCOPE_KEY = "storekeeper.rate_limit_headers"
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 
 
 @dataclass(frozen=True)
@@ -90,6 +109,15 @@ class Policy:
 class Check:
     item: RateLimitItem
     identifiers: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is asking, as the budgets key it: read from the ASGI scope by the middleware."""
+
+    address: str
+    credential: str | None = None  # Principal.scope_key, when authenticated
+    email: str | None = None  # email_key() of the body's e-mail, for by_email policies
 
 
 def parse_limits(setting: str, value: str) -> tuple[RateLimitItem, ...]:
@@ -155,8 +183,13 @@ class RateLimits:
         return None
 
     def wrap(self, function: Callable, policy: Policy) -> Callable:
+        """The handler, counting the requests that reached it without the middleware."""
+
         @functools.wraps(function)
         def limited(*args: Any, **kwargs: Any) -> Any:
+            scope = flask.request.environ.get("asgi.scope") or {}
+            if SCOPE_KEY in scope:  # counted by RateLimitMiddleware, which adds the headers
+                return function(*args, **kwargs)
             headers = self.enforce(policy)
             try:
                 result = function(*args, **kwargs)
@@ -172,15 +205,20 @@ class RateLimits:
     def client_address(self) -> str:
         request = flask.request
         if self.trust_proxy_headers:
-            forwarded = [
-                part.strip()
-                for header in request.headers.getlist("X-Forwarded-For")
-                for part in header.split(",")
-                if part.strip()
-            ]
+            forwarded = _right_most(request.headers.getlist("X-Forwarded-For"))
             if forwarded:
-                return forwarded[-1]
+                return forwarded
         return request.remote_addr or "unknown"
+
+    def scope_address(self, scope: Scope) -> str:
+        """:meth:`client_address`, from the ASGI scope."""
+        if self.trust_proxy_headers:
+            values = [v.decode("latin-1") for k, v in scope["headers"] if k == b"x-forwarded-for"]
+            forwarded = _right_most(values)
+            if forwarded:
+                return forwarded
+        client = scope.get("client")
+        return (client[0] if client else None) or "unknown"
 
     @staticmethod
     def email(policy: Policy) -> str | None:
@@ -197,29 +235,36 @@ class RateLimits:
             return None
         return email_key(value)
 
-    def checks(self, policy: Policy) -> list[Check]:
+    def caller(self, policy: Policy) -> Caller:
+        """:class:`Caller` of the Flask request being handled."""
+        principal = current_principal() if policy.by_credential else None
+        return Caller(
+            self.client_address(),
+            principal.scope_key if principal is not None else None,
+            self.email(policy) if policy.by_email else None,
+        )
+
+    def checks(self, policy: Policy, caller: Caller | None = None) -> list[Check]:
+        caller = caller or self.caller(policy)
         keys: list[tuple[str, ...]] = []
         if policy.by_credential:
-            principal = current_principal()
-            if principal is not None:
-                keys.append(("credential", principal.scope_key))
+            if caller.credential is not None:
+                keys.append(("credential", caller.credential))
             else:
-                keys.append(("address", self.client_address()))
+                keys.append(("address", caller.address))
         else:
-            keys.append(("address", self.client_address()))
-            if policy.by_email:
-                email = self.email(policy)
-                if email is not None:
-                    keys.append(("email", _digest(email)))
+            keys.append(("address", caller.address))
+            if policy.by_email and caller.email is not None:
+                keys.append(("email", _digest(caller.email)))
         return [
             Check(item, (KEY_PREFIX, policy.name, *key)) for key in keys for item in policy.limits
         ]
 
     # -- counting --------------------------------------------------------------------------
 
-    def enforce(self, policy: Policy) -> dict[str, str]:
+    def enforce(self, policy: Policy, caller: Caller | None = None) -> dict[str, str]:
         """Count this request or raise the 429; the RateLimit-* headers for the answer."""
-        checks = self.checks(policy)
+        checks = self.checks(policy, caller)
         limiter = self._current_limiter()
         try:
             return self._enforce(limiter, policy, checks)
@@ -274,6 +319,12 @@ class RateLimits:
             connection.close()
 
 
+def _right_most(values: list[str]) -> str | None:
+    """The right-most entry of X-Forwarded-For header(s): what the trusted proxy saw."""
+    parts = [part.strip() for value in values for part in value.split(",") if part.strip()]
+    return parts[-1] if parts else None
+
+
 def _storage(url: str) -> Storage:
     if url.startswith(REDIS_SCHEMES):
         return storage_from_string(
@@ -325,6 +376,129 @@ def _merged(own: Any, headers: dict[str, str]) -> Any:
         if name not in own:
             own[name] = value
     return own
+
+
+# --- the middleware ---------------------------------------------------------------------------
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+def _body_email(scope: Scope, body: bytes, policy: Policy) -> str | None:
+    """The e-mail of a login or reset body, as Flask would read it (form field or JSON key);
+    None for anything unreadable (validation, further in, says why)."""
+    media_type = (_header(scope, b"content-type") or "").split(";")[0].strip().lower()
+    value: Any = None
+    try:
+        text = body.decode("utf-8", "replace")
+        if media_type in FORM_TYPES:
+            if policy.by_email_form and media_type == FORM_TYPES[0]:
+                fields = parse_qsl(text, keep_blank_values=True, max_num_fields=100)
+                value = next((v for k, v in fields if k == policy.by_email_form), None)
+        elif media_type == "application/json" or media_type.endswith("+json"):
+            document = loads_json(text)  # nesting bounded: never a RecursionError
+            if isinstance(document, dict):
+                value = document.get(policy.by_email)
+    except ValueError:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        return None
+    return email_key(value)
+
+
+async def _read_body(receive: Receive) -> tuple[list[Message], bytes]:
+    """Every message of the request body, and the body (the size limit ran before us)."""
+    messages: list[Message] = []
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        messages.append(message)
+        if message["type"] != "http.request":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    return messages, b"".join(chunks)
+
+
+def _replay(messages: list[Message], receive: Receive) -> Receive:
+    pending = iter(messages)
+
+    async def replay() -> Message:
+        for message in pending:
+            return message
+        return await receive()
+
+    return replay
+
+
+def _credential(scope: Scope) -> str | None:
+    """The caller's budget key, from what connexion's security layer put in the scope."""
+    context = scope.get("extensions", {}).get("connexion_context", {})
+    info = context.get("token_info")
+    if not info:
+        return None
+    return Principal.from_token_info(info).scope_key
+
+
+class RateLimitMiddleware:
+    """Counts login, password reset and every write before the body is validated.
+
+    Placed after security (BEFORE_VALIDATION, added after the body size and media type
+    middleware, which therefore run first and bound the body it may read). A refused request
+    is a 429 problem; an allowed one carries the RateLimit-* headers on its answer, also when
+    that answer is a problem raised further in (validation's, the handler's).
+    """
+
+    def __init__(self, app: ASGIApp, *, limits: RateLimits) -> None:
+        self.app = app
+        self.limits = limits
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # Only operations of the spec (as the resolver's wrapping was): an unknown path or
+        # method is a 404/405 further in, and costs no budget.
+        operation = operation_name(scope) if scope["type"] == "http" else None
+        policy = (
+            self.limits.policy_for(scope["method"], scope["path"], operation)
+            if operation is not None
+            else None
+        )
+        if policy is None:
+            await self.app(scope, receive, send)
+            return
+        email = None
+        if policy.by_email:
+            messages, body = await _read_body(receive)
+            receive = _replay(messages, receive)
+            email = _body_email(scope, body, policy)
+        caller = Caller(self.limits.scope_address(scope), _credential(scope), email)
+        if self.limits.shared:  # Redis: network I/O, off the event loop
+            headers = await run_in_threadpool(self.limits.enforce, policy, caller)
+        else:
+            headers = self.limits.enforce(policy, caller)
+        raw = [
+            (name.lower().encode("latin-1"), value.encode("latin-1"))
+            for name, value in headers.items()
+        ]
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                present = {name.lower() for name, _ in message.get("headers", [])}
+                extra = [(name, value) for name, value in raw if name not in present]
+                message = {**message, "headers": [*message.get("headers", []), *extra]}
+            await send(message)
+
+        try:
+            await self.app({**scope, SCOPE_KEY: headers}, receive, send_with_headers)
+        except (Problem, ProblemException) as exc:
+            # Rendered further out, by the error handlers: the problem carries the headers
+            # (its own win).
+            exc.headers = {**headers, **(exc.headers or {})}
+            raise
 
 
 class RateLimitingResolver(Resolver):

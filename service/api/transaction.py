@@ -3,21 +3,18 @@
 :func:`unit_of_work` opens the app's :meth:`~service.db.Database.transaction` around a
 handler (write intent for anything but GET/HEAD/OPTIONS), so a request commits everything
 it did when the handler returns and nothing when it raises, and maps the database's
-conflict errors to problems. :func:`before_commit` lets a wrapper write in that same
-transaction after the handler returned (an idempotent response with its document).
+conflict errors to problems. Decorators below it (``idempotency.idempotent``) run inside
+that same transaction.
 """
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from flask import current_app, request
 from sqlalchemy.exc import IntegrityError, OperationalError
-from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
 from service.db import Database, is_lock_timeout, session
@@ -33,27 +30,12 @@ F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
 
 EXTENSION_KEY = "storekeeper.database"
-# Callbacks that must write in the request's own transaction, after the handler returned and
-# before the commit (e.g. storing an idempotent response atomically with what it describes).
-_before_commit: contextvars.ContextVar[tuple[Callable[[Session, Any], None], ...]] = (
-    contextvars.ContextVar("storekeeper_before_commit", default=())
-)
 _CHANGED_MEANWHILE = "The resource changed while this request ran; fetch it and retry."
 
 
 def get_database() -> Database:
     """The database of the Flask application handling the current request."""
     return current_app.extensions[EXTENSION_KEY]
-
-
-@contextlib.contextmanager
-def before_commit(callback: Callable[[Session, Any], None]) -> Iterator[None]:
-    """Run ``callback(session, handler_result)`` inside the next unit of work, pre-commit."""
-    token = _before_commit.set((*_before_commit.get(), callback))
-    try:
-        yield
-    finally:
-        _before_commit.reset(token)
 
 
 def unit_of_work(handler: F) -> F:
@@ -63,11 +45,8 @@ def unit_of_work(handler: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         write = request.method not in {"GET", "HEAD", "OPTIONS"}
         try:
-            with get_database().transaction(write=write) as current:
-                result = handler(*args, **kwargs)
-                for callback in _before_commit.get():
-                    callback(current, result)
-                return result
+            with get_database().transaction(write=write):
+                return handler(*args, **kwargs)
         except StaleDataError as exc:
             # Another request updated the row between our read and our write.
             if request.headers.get("If-Match"):

@@ -10,6 +10,13 @@ A body that is an array of rows (the product import) gets each entry's row as we
 (the 1-based position in the array) and ``field`` (the key in that row), the same words the
 import's own row errors use; the list stops at ``MAX_LISTED_ERRORS`` entries and
 ``error_count`` says how many there were.
+
+Hostile input costs little: JSON nesting is bounded before it is parsed
+(:func:`service.formats.loads_json`); the search for errors stops after
+:data:`MAX_COUNTED_ERRORS` of them (``error_count_exact: false``), and an array longer than
+its ``maxItems`` is not searched at all; details quote at most an excerpt of a value
+(:func:`service.schema_check.message`); a NUL character anywhere (body strings and keys, form
+fields, parameters), which PostgreSQL cannot store in text, is a 400 naming where it is.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from __future__ import annotations
 import json
 import math
 import typing as t
+from urllib.parse import unquote_to_bytes
 
 from connexion.datastructures import MediaTypeDict
 from connexion.lifecycle import ConnexionRequest
@@ -27,16 +35,41 @@ from connexion.validators import (
     JSONRequestBodyValidator,
     ParameterValidator,
 )
-from jsonschema import Draft4Validator, ValidationError
+from jsonschema import Draft4Validator
 from starlette.concurrency import run_in_threadpool
 
-from service.formats import loads_json
-from service.problems import BadRequestProblem, BodyErrorsProblem, parameter_error, pointer_error
-from service.schema_check import explain, json_pointer, quick_check, unescape_pointer
+from service.formats import JSONTooDeep, loads_json
+from service.problems import (
+    MAX_LISTED_ERRORS,
+    BadRequestProblem,
+    BodyErrorsProblem,
+    JSONTooDeepProblem,
+    ParameterErrorsProblem,
+    parameter_error,
+    pointer_error,
+)
+from service.schema_check import (
+    EXCERPT_CHARS,
+    NUL,
+    NUL_DETAIL,
+    excerpt,
+    explain,
+    json_pointer,
+    message,
+    nul_paths,
+    quick_check,
+    request_validator,
+    unescape_pointer,
+)
 
 # Bodies larger than this are parsed and checked in a worker thread, not on the event loop
 # (a bulk import's 100,000 rows would otherwise stall every request of the process).
 OFFLOAD_BYTES = 256 * 1024
+# The search for a body's errors stops after this many: far more than errors[] lists, and
+# little enough that a body with 400,000 broken fields costs what one with 1,000 does.
+MAX_COUNTED_ERRORS = 10 * MAX_LISTED_ERRORS
+# One field's details (every rule it breaks, joined) stop growing past this.
+MAX_DETAIL_CHARS = 500
 
 
 def _check_encodable(value: t.Any) -> None:
@@ -49,22 +82,48 @@ def _check_encodable(value: t.Any) -> None:
         ) from exc
 
 
-def _path_key(error: ValidationError) -> list[tuple[int, int | str]]:
-    """Errors in document order: array positions as numbers (row 2 before row 10)."""
-    return [(0, p) if isinstance(p, int) else (1, str(p)) for p in error.path]
+def _part_key(parts: t.Iterable[t.Any]) -> list[tuple[int, int | str]]:
+    """Document order: array positions as numbers (row 2 before row 10)."""
+    return [(0, p) if isinstance(p, int) else (1, str(p)) for p in parts]
 
 
-def _collect_errors(validator: t.Any, body: t.Any) -> list[dict[str, str]]:
-    """Every schema violation in ``body``, one entry per field (even if it breaks several rules)."""
-    found = sorted(validator.iter_errors(body), key=_path_key)
-    by_pointer: dict[str, dict[str, str]] = {}
-    for error in found:
-        for parts, detail in explain(error):
-            entry = pointer_error(json_pointer(parts), detail)
-            known = by_pointer.setdefault(entry["pointer"], entry)
-            if known is not entry and entry["detail"] not in known["detail"]:
-                known["detail"] = f"{known['detail']}; {entry['detail']}"
-    return list(by_pointer.values())
+def _merged_entries(
+    found: t.Iterable[tuple[list[t.Any], str]], limit: int
+) -> tuple[list[dict[str, str]], bool]:
+    """One entry per pointer, in document order, from (path, detail) pairs; at most ``limit``
+    entries (then False: the pairs were not all read)."""
+    by_pointer: dict[str, tuple[list[t.Any], dict[str, str]]] = {}
+    exact = True
+    for parts, detail in found:
+        pointer = json_pointer(parts)
+        known = by_pointer.get(pointer)
+        if known is None:
+            if len(by_pointer) >= limit:
+                exact = False
+                break
+            by_pointer[pointer] = (parts, pointer_error(pointer, detail))
+        elif detail not in known[1]["detail"] and len(known[1]["detail"]) < MAX_DETAIL_CHARS:
+            known[1]["detail"] = f"{known[1]['detail']}; {detail}"
+    ordered = sorted(by_pointer.values(), key=lambda item: _part_key(item[0]))
+    return [entry for _parts, entry in ordered], exact
+
+
+def _collect_errors(
+    validator: t.Any, body: t.Any, limit: int = MAX_COUNTED_ERRORS
+) -> tuple[list[dict[str, str]], bool]:
+    """The schema violations in ``body``, one entry per field (even if it breaks several rules),
+    in document order; and whether that is all of them.
+
+    Lazy: jsonschema's errors are read one by one and the search stops at the first one past
+    ``limit`` entries, so time and memory stay bounded whatever the body holds.
+    """
+    found = (pair for error in validator.iter_errors(body) for pair in explain(error))
+    return _merged_entries(found, limit)
+
+
+def _nul_errors(body: t.Any, limit: int = MAX_COUNTED_ERRORS) -> tuple[list[dict[str, str]], bool]:
+    """An entry for each string (value or key) of ``body`` holding a NUL character."""
+    return _merged_entries(nul_paths(body), limit)
 
 
 def _with_rows(errors: list[dict[str, str]]) -> list[dict[str, t.Any]]:
@@ -82,9 +141,9 @@ def _with_rows(errors: list[dict[str, str]]) -> list[dict[str, t.Any]]:
     return annotated
 
 
-def _raise_body_errors(errors: list[dict[str, t.Any]]) -> None:
+def _raise_body_errors(errors: list[dict[str, t.Any]], exact: bool = True) -> None:
     if errors:
-        raise BodyErrorsProblem(errors)
+        raise BodyErrorsProblem(errors, exact=exact)
 
 
 class ProblemFormDataValidator(FormDataValidator):
@@ -94,26 +153,39 @@ class ProblemFormDataValidator(FormDataValidator):
     can be a password; this one never logs or echoes a writeOnly value.
     """
 
+    @property
+    def _validator(self) -> t.Any:
+        return request_validator(self._schema)
+
     def _validate(self, body: t.Any) -> dict | None:
         if not isinstance(body, dict):
             raise BadRequestProblem("The form body must be a set of fields.")
+        nul, exact = _nul_errors(body)
+        if nul:
+            _raise_body_errors(nul, exact)
         errors: list[dict[str, str]] = []
         if self._strict_validation:
             known = set(self._schema.get("properties", {}))
             errors += [
                 pointer_error(json_pointer([name]), "Unknown field.")
+                if len(name) <= EXCERPT_CHARS
+                else pointer_error("", f"Unknown field {excerpt(name)}.")
                 for name in body
                 if name not in known
-            ]
-        errors += _collect_errors(self._validator, body)
-        _raise_body_errors(errors)
+            ][:MAX_COUNTED_ERRORS]
+        found, exact = _collect_errors(self._validator, body)
+        _raise_body_errors(errors + found, exact)
         return None
 
 
 class ProblemJSONBodyValidator(JSONRequestBodyValidator):
     """JSON bodies: decoded strictly, every schema violation reported."""
 
-    _errors: list[dict[str, t.Any]] | None = None
+    _errors: tuple[list[dict[str, t.Any]], bool] | None = None
+
+    @property
+    def _validator(self) -> t.Any:
+        return request_validator(self._schema)
 
     async def _parse(self, stream: t.AsyncGenerator[bytes, None], scope: t.Any) -> t.Any:
         raw = b"".join([message async for message in stream])
@@ -124,11 +196,11 @@ class ProblemJSONBodyValidator(JSONRequestBodyValidator):
             self._errors = await run_in_threadpool(self._body_errors, body)
         return body
 
-    def _body_errors(self, body: t.Any) -> list[dict[str, t.Any]]:
+    def _body_errors(self, body: t.Any) -> tuple[list[dict[str, t.Any]], bool]:
         if isinstance(body, list):
             valid = quick_check(self._schema)
             if valid is not None and valid(body):
-                return []
+                return [], True
         return _collect_errors(self._validator, body)
 
     def _load(self, raw: bytes) -> t.Any:
@@ -145,6 +217,8 @@ class ProblemJSONBodyValidator(JSONRequestBodyValidator):
             return None
         try:
             body = loads_json(text)
+        except JSONTooDeep as exc:
+            raise JSONTooDeepProblem(exc.limit) from exc
         except json.JSONDecodeError as exc:
             raise BadRequestProblem(
                 f"The request body is not valid JSON: {exc.msg} (line {exc.lineno}, "
@@ -155,6 +229,10 @@ class ProblemJSONBodyValidator(JSONRequestBodyValidator):
         if isinstance(body, float) and not math.isfinite(body):
             raise BadRequestProblem("The request body is not a finite number.")
         _check_encodable(body)
+        if "\\u0000" in text:  # in JSON text, a NUL can only be this escape
+            nul, exact = _nul_errors(body)
+            if nul:
+                _raise_body_errors(_with_rows(nul) if isinstance(body, list) else nul, exact)
         return body
 
     def _validate(self, body: t.Any) -> dict | None:
@@ -165,15 +243,17 @@ class ProblemJSONBodyValidator(JSONRequestBodyValidator):
                     errors=[pointer_error("", "A JSON body is required.")],
                 )
             return None
-        errors = self._errors if self._errors is not None else self._body_errors(body)
-        _raise_body_errors(_with_rows(errors) if isinstance(body, list) else errors)
+        errors, exact = self._errors if self._errors is not None else self._body_errors(body)
+        _raise_body_errors(_with_rows(errors) if isinstance(body, list) else errors, exact)
         return None
 
 
 class ProblemParameterValidator(ParameterValidator):
-    def _parameter_errors(self, location: str, values: t.Mapping[str, t.Any]) -> list[dict]:
+    def _parameter_errors(
+        self, location: str, values: t.Mapping[str, t.Any], skip: t.Collection[str] = ()
+    ) -> list[dict]:
         errors = []
-        seen: set[str] = set()
+        seen: set[str] = set(skip)
         for param in self.parameters.get(location, []):
             name = param["name"]
             # connexion 3.3 appends path-level parameters to each operation's list once per
@@ -189,10 +269,13 @@ class ProblemParameterValidator(ParameterValidator):
                 if param.get("required"):
                     errors.append(parameter_error(name, location, "This parameter is required."))
                 continue
+            if _holds_nul(value):
+                errors.append(parameter_error(name, location, NUL_DETAIL))
+                continue
             validator = Draft4Validator(
                 param.get("schema", param), format_checker=Draft4Validator.FORMAT_CHECKER
             )
-            messages = [error.message for error in validator.iter_errors(value)]
+            messages = [message(error) for error in validator.iter_errors(value)]
             if messages:
                 errors.append(parameter_error(name, location, "; ".join(messages)))
         return errors
@@ -204,16 +287,55 @@ class ProblemParameterValidator(ParameterValidator):
                 request, security_params=self.security_query_params
             )
             errors.extend(
-                parameter_error(name, "query", "Unknown query parameter.") for name in sorted(extra)
+                parameter_error(_parameter_name(name), "query", "Unknown query parameter.")
+                for name in sorted(extra)
             )
-        errors.extend(self._parameter_errors("query", request.query_params))
+        # Starlette decodes the query string with replacement characters: check the bytes.
+        undecodable = _undecodable_query(request.scope.get("query_string", b""))
+        errors.extend(
+            parameter_error(_parameter_name(name), "query", UNDECODABLE_DETAIL)
+            for name in undecodable
+        )
+        errors.extend(self._parameter_errors("query", request.query_params, undecodable))
         errors.extend(self._parameter_errors("path", request.path_params))
         errors.extend(self._parameter_errors("header", request.headers))
         if errors:
-            raise BadRequestProblem(
-                f"The request parameters are invalid: {len(errors)} error(s); see errors[].",
-                errors=errors,
-            )
+            raise ParameterErrorsProblem(errors)
+
+
+UNDECODABLE_DETAIL = "Not valid UTF-8 once percent-decoded."
+
+
+def _undecodable_query(raw: bytes) -> list[str]:
+    """Names of the query parameters whose name or value is not UTF-8 once percent-decoded."""
+    if b"%" not in raw and raw.isascii():
+        return []
+    names: list[str] = []
+    for pair in raw.split(b"&"):
+        name, _, value = pair.partition(b"=")
+        try:
+            for part in (name, value):
+                unquote_to_bytes(part.replace(b"+", b" ")).decode("utf-8")
+        except UnicodeDecodeError:
+            decoded = unquote_to_bytes(name.replace(b"+", b" ")).decode("utf-8", "replace")
+            if decoded not in names:
+                names.append(decoded)
+    return names
+
+
+def _holds_nul(value: t.Any) -> bool:
+    if isinstance(value, str):
+        return NUL in value
+    if isinstance(value, list | tuple):
+        return any(isinstance(item, str) and NUL in item for item in value)
+    return False
+
+
+def _parameter_name(name: str) -> str:
+    """An unknown parameter's name as errors[] quotes it: no NUL, at most an excerpt."""
+    if NUL in name or len(name) > EXCERPT_CHARS:
+        return excerpt(name)  # repr: a NUL shows as the four characters \\x00
+    return name
 
 
 VALIDATORS = {

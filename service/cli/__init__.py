@@ -3,21 +3,17 @@
 from __future__ import annotations
 
 import os
-import warnings
 
 import click
 
-# connexion imports starlette's test client, which warns about httpx on import: noise for
-# every command-line user. Filtered before the subcommands import the service.
-warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
-
-from service import migrate  # noqa: E402
-from service.cli.demo import demo as demo_command  # noqa: E402
-from service.cli.products import export_group, import_group  # noqa: E402
-from service.cli.reports import report  # noqa: E402
-from service.cli.stock import stock as stock_group  # noqa: E402
-from service.cli.users import users as users_group  # noqa: E402
-from service.config import Settings  # noqa: E402
+from service import migrate
+from service.cli.common import redacted
+from service.cli.demo import demo as demo_command
+from service.cli.products import export_group, import_group
+from service.cli.reports import report
+from service.cli.stock import stock as stock_group
+from service.cli.users import users as users_group
+from service.config import Settings
 
 
 @click.group()
@@ -59,7 +55,7 @@ def db() -> None:
 def upgrade(revision: str) -> None:
     """Upgrade the database named by DATABASE_URL to REVISION (default: head)."""
     migrate.upgrade(revision=revision)
-    click.echo(f"upgraded {_redacted(Settings.from_env().database_url)} to {revision}")
+    click.echo(f"upgraded {redacted(Settings.from_env().database_url)} to {revision}")
 
 
 @db.command()
@@ -82,12 +78,6 @@ main.add_command(users_group)
 main.add_command(report)
 main.add_command(import_group)
 main.add_command(export_group)
-
-
-def _redacted(url: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).render_as_string(hide_password=True)
 
 
 if __name__ == "__main__":

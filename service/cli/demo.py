@@ -22,25 +22,15 @@ Exit codes: 0 loaded (or nothing to do), 1 refused, 2 the database cannot be use
 
 from __future__ import annotations
 
-import os
 import sys
-import warnings
 
 import click
-from sqlalchemy.engine import make_url
+from sqlalchemy import func, select
+from sqlalchemy.exc import SQLAlchemyError
 
-EXIT_REFUSED = 1
-EXIT_UNUSABLE = 2
-
-
-def _default_database_url() -> str:
-    from service.config import Settings
-
-    return Settings.from_env().database_url
-
-
-def _redacted(url: str) -> str:
-    return make_url(url).render_as_string(hide_password=True)
+from service import migrate
+from service.cli.common import EXIT_FAILED, database_url_option, fail, open_database, redacted
+from service.models import Product
 
 
 def _interactive() -> bool:
@@ -49,41 +39,20 @@ def _interactive() -> bool:
 
 
 def _product_count(database_url: str) -> int:
-    from sqlalchemy import func, select
-
-    from service.db import make_engine
-    from service.models import Product
-
-    engine = make_engine(database_url)
-    try:
-        with engine.connect() as connection:
-            return connection.scalar(select(func.count()).select_from(Product)) or 0
-    finally:
-        engine.dispose()
+    with open_database(database_url) as database, database.engine.connect() as connection:
+        return connection.scalar(select(func.count()).select_from(Product)) or 0
 
 
 def _migrate(database_url: str) -> None:
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from service import migrate
-
     try:
         migrate.upgrade(database_url)
     except (SQLAlchemyError, OSError) as exc:
-        click.echo(
-            f"error: cannot migrate {_redacted(database_url)}: {exc.__class__.__name__}: {exc}",
-            err=True,
-        )
-        raise SystemExit(EXIT_UNUSABLE) from exc
+        kind = exc.__class__.__name__
+        fail(f"cannot migrate {redacted(database_url)}: {kind}: {exc}", cause=exc)
 
 
 @click.command()
-@click.option(
-    "--database-url",
-    default=lambda: os.environ.get("DATABASE_URL") or _default_database_url(),
-    show_default="DATABASE_URL or the local SQLite file",
-    help="Database to load the demo into.",
-)
+@database_url_option("Database to load the demo into.")
 @click.option(
     "--force",
     is_flag=True,
@@ -107,35 +76,24 @@ def demo(database_url: str, force: bool, if_empty: bool, ask: bool) -> None:
     Exit codes: 0 loaded or nothing to do, 1 refused (the catalog has products and no
     --force, or the demo is loaded already), 2 the database cannot be used.
     """
-    with warnings.catch_warnings():
-        # connexion (imported through the ledger's problem types) warns about starlette's
-        # test client on import: noise for a command-line user.
-        warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
-        from sqlalchemy.exc import SQLAlchemyError
-
-        from service import datagen
+    from service import datagen
 
     if ask and not _interactive():
         return  # make run without a terminal: never block, change nothing
     spec = datagen.DEMO_SPEC
     _migrate(database_url)
-    try:
-        products = _product_count(database_url)
-    except SQLAlchemyError as exc:
-        click.echo(f"error: cannot read the database: {exc.__class__.__name__}: {exc}", err=True)
-        raise SystemExit(EXIT_UNUSABLE) from exc
+    products = _product_count(database_url)
     if products and not force:
         if ask:
             return
         if if_empty:
             click.echo(f"demo: the catalog already has {products} products; not loading the demo")
             return
-        click.echo(
-            f"error: the catalog already has {products} products; the demo is meant for an "
-            "empty one. 'storekeeper demo --force' adds it beside them.",
-            err=True,
+        fail(
+            f"the catalog already has {products} products; the demo is meant for an empty "
+            "one. 'storekeeper demo --force' adds it beside them.",
+            EXIT_FAILED,
         )
-        raise SystemExit(EXIT_REFUSED)
     if ask and not click.confirm(
         f"Load the demo catalog (about {spec.products} products with {spec.days} days of "
         "stock history)?",
@@ -146,18 +104,16 @@ def demo(database_url: str, force: bool, if_empty: bool, ask: bool) -> None:
     try:
         result = datagen.generate(database_url, spec)
     except datagen.CatalogLoaded as exc:
-        click.echo(
-            f"error: the demo catalog is loaded already (a product with SKU {exc.sku} "
-            "exists); nothing was written",
-            err=True,
+        fail(
+            f"the demo catalog is loaded already (a product with SKU {exc.sku} exists); "
+            "nothing was written",
+            EXIT_FAILED,
+            exc,
         )
-        raise SystemExit(EXIT_REFUSED) from exc
     except datagen.GenerationRefused as exc:
-        click.echo(f"error: the demo was not loaded: {exc}", err=True)
-        raise SystemExit(EXIT_REFUSED) from exc
+        fail(f"the demo was not loaded: {exc}", EXIT_FAILED, exc)
     except SQLAlchemyError as exc:
-        click.echo(f"error: cannot write the demo: {exc.__class__.__name__}: {exc}", err=True)
-        raise SystemExit(EXIT_UNUSABLE) from exc
+        fail(f"cannot write the demo: {exc.__class__.__name__}: {exc}", cause=exc)
     click.echo(render(database_url, spec, result))
 
 
@@ -170,7 +126,7 @@ def render(database_url: str, spec, result) -> str:
     if result.locations_reused:
         reused.append(f"{result.locations_reused} existing locations")
     lines = [
-        f"Loaded the demo catalog into {_redacted(database_url)} in {result.seconds:.1f} s:",
+        f"Loaded the demo catalog into {redacted(database_url)} in {result.seconds:.1f} s:",
         f"  {result.products} products in {result.categories} new categories "
         "(Tools/Hand tools, Fasteners/Screws, Electrical/Cables, ...)",
         f"  locations {', '.join(result.location_codes)}",

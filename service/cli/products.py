@@ -13,50 +13,30 @@ The same code as ``POST /api/v1/products/import`` and ``GET /api/v1/products/exp
 
 from __future__ import annotations
 
-import os
 import sys
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import click
-from sqlalchemy import inspect
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
+from service.cli.common import EXIT_FAILED, default_database_url, fail, open_database
+from service.db import Database
 from service.domain import product_io
 from service.domain.catalog import ProductFilter
 from service.problems import MAX_LISTED_ERRORS, ImportRowsProblem, Problem
 
-EXIT_OK = 0
-EXIT_INVALID = 1
-EXIT_UNUSABLE = 2
 MAX_PRINTED_ERRORS = MAX_LISTED_ERRORS
 
 
-def _database():
-    from service.config import Settings
-    from service.db import Database
-
-    url = Settings.from_env().database_url
-    if url.startswith("sqlite"):
-        path = make_url(url).database
-        if path not in (None, "", ":memory:") and not os.path.exists(path):
-            _fail(f"SQLite database {path} does not exist", EXIT_UNUSABLE)
-    database = Database(url)
-    try:
-        if not inspect(database.engine).has_table("products"):
-            _fail(
-                "the database has no products table; run 'storekeeper db upgrade' first",
-                EXIT_UNUSABLE,
-            )
-    except SQLAlchemyError as exc:
-        _fail(f"cannot reach the database: {exc.__class__.__name__}: {exc}", EXIT_UNUSABLE)
-    return database
-
-
-def _fail(message: str, code: int) -> NoReturn:
-    click.echo(f"error: {message}", err=True)
-    raise SystemExit(code)
+def _database() -> AbstractContextManager[Database]:
+    """The database named by DATABASE_URL, with a products table, or exit 2."""
+    return open_database(
+        default_database_url(),
+        required_tables=("products",),
+        failure="cannot reach the database: {kind}: {error}",
+    )
 
 
 def _describe(entry: dict[str, Any]) -> str:
@@ -80,7 +60,7 @@ def _format_of(path: str, given: str | None) -> str:
     suffix = Path(path).suffix.lower().lstrip(".")
     if suffix in product_io.FORMATS:
         return suffix
-    _fail(f"cannot tell the format of {path!r} from its name; pass --format", EXIT_UNUSABLE)
+    fail(f"cannot tell the format of {path!r} from its name; pass --format")
 
 
 @click.group("import")
@@ -103,50 +83,48 @@ def import_products(file: str, fmt: str | None, dry_run: bool) -> None:
     try:
         data = sys.stdin.buffer.read() if file == "-" else Path(file).read_bytes()
     except OSError as exc:
-        _fail(f"cannot read {file}: {exc.strerror}", EXIT_UNUSABLE)
-    database = _database()
-    try:
-        if fmt == "csv":
-            # An estimate (a quoted cell may span lines); the bar is completed at the end.
-            source: Any = data
-            length = max(1, data.count(b"\n"))
-            parse = product_io.parse_csv
-        else:
-            source = product_io.load_json(data)
-            length = max(1, len(source) if isinstance(source, list) else 1)
-            parse = product_io.parse_json
-        with click.progressbar(length=length, label="Checking rows", file=sys.stderr) as bar:
-            parsed = parse(source, progress=bar.update)
-            bar.update(max(0, bar.length - bar.pos))
-        with database.transaction(write=not dry_run) as session:
-            plan = product_io.plan_import(session, parsed.rows, errors=parsed.errors)
-            if not dry_run and (plan.creates or plan.updates):
-                with click.progressbar(
-                    length=len(plan.creates) + len(plan.updates),
-                    label="Writing products",
-                    file=sys.stderr,
-                ) as bar:
-                    product_io.apply_plan(session, plan, progress=bar.update)
-    except ImportRowsProblem as problem:
-        rows = len({entry.get("line") for entry in problem.all_errors})
-        _report_problem(
-            f"{len(problem.all_errors)} problem(s) in {rows} row(s); nothing was imported:",
-            problem.all_errors,
-        )
-        raise SystemExit(EXIT_INVALID) from problem
-    except Problem as problem:
-        _report_problem(str(problem.detail), (problem.ext or {}).get("errors", []))
-        raise SystemExit(EXIT_INVALID) from problem
-    except IntegrityError as exc:
-        click.echo(
-            "error: another writer created one of these SKUs meanwhile; run the import again",
-            err=True,
-        )
-        raise SystemExit(EXIT_INVALID) from exc
-    except SQLAlchemyError as exc:
-        _fail(f"the database failed: {exc.__class__.__name__}: {exc}", EXIT_UNUSABLE)
-    finally:
-        database.dispose()
+        fail(f"cannot read {file}: {exc.strerror}", cause=exc)
+    with _database() as database:
+        try:
+            if fmt == "csv":
+                # An estimate (a quoted cell may span lines); the bar is completed at the end.
+                source: Any = data
+                length = max(1, data.count(b"\n"))
+                parse = product_io.parse_csv
+            else:
+                source = product_io.load_json(data)
+                length = max(1, len(source) if isinstance(source, list) else 1)
+                parse = product_io.parse_json
+            with click.progressbar(length=length, label="Checking rows", file=sys.stderr) as bar:
+                parsed = parse(source, progress=bar.update)
+                bar.update(max(0, bar.length - bar.pos))
+            with database.transaction(write=not dry_run) as session:
+                plan = product_io.plan_import(session, parsed.rows, errors=parsed.errors)
+                if not dry_run and (plan.creates or plan.updates):
+                    with click.progressbar(
+                        length=len(plan.creates) + len(plan.updates),
+                        label="Writing products",
+                        file=sys.stderr,
+                    ) as bar:
+                        product_io.apply_plan(session, plan, progress=bar.update)
+        except ImportRowsProblem as problem:
+            rows = len({entry.get("line") for entry in problem.all_errors})
+            _report_problem(
+                f"{len(problem.all_errors)} problem(s) in {rows} row(s); nothing was imported:",
+                problem.all_errors,
+            )
+            raise SystemExit(EXIT_FAILED) from problem
+        except Problem as problem:
+            _report_problem(str(problem.detail), (problem.ext or {}).get("errors", []))
+            raise SystemExit(EXIT_FAILED) from problem
+        except IntegrityError as exc:
+            fail(
+                "another writer created one of these SKUs meanwhile; run the import again",
+                EXIT_FAILED,
+                exc,
+            )
+        except SQLAlchemyError as exc:
+            fail(f"the database failed: {exc.__class__.__name__}: {exc}", cause=exc)
     counts = plan.counts(dry_run)
     click.echo(
         f"rows: {counts['rows']}, created: {counts['created']}, updated: {counts['updated']}, "
@@ -190,7 +168,6 @@ def export_products(
     is_active: bool | None,
 ) -> None:
     """Write every product (ordered by id) as CSV or JSON, from one snapshot."""
-    database = _database()
     filters = ProductFilter(category_id, include_descendants, is_active)
     media_type = product_io.FORMATS[fmt]
     written = 0
@@ -199,24 +176,23 @@ def export_products(
         nonlocal written
         written += rows
 
-    try:
-        stream = (
-            sys.stdout.buffer if output == "-" else open(output, "wb")  # noqa: SIM115
-        )
+    with _database() as database:
         try:
-            for chunk in product_io.export_stream(
-                database.engine, media_type, filters, progress=count
-            ):
-                stream.write(chunk)
-            stream.flush()
-        finally:
-            if stream is not sys.stdout.buffer:
-                stream.close()
-    except OSError as exc:
-        _fail(f"cannot write {output}: {exc.strerror}", EXIT_UNUSABLE)
-    except SQLAlchemyError as exc:
-        _fail(f"the database failed: {exc.__class__.__name__}: {exc}", EXIT_UNUSABLE)
-    finally:
-        database.dispose()
+            stream = (
+                sys.stdout.buffer if output == "-" else open(output, "wb")  # noqa: SIM115
+            )
+            try:
+                for chunk in product_io.export_stream(
+                    database.engine, media_type, filters, progress=count
+                ):
+                    stream.write(chunk)
+                stream.flush()
+            finally:
+                if stream is not sys.stdout.buffer:
+                    stream.close()
+        except OSError as exc:
+            fail(f"cannot write {output}: {exc.strerror}", cause=exc)
+        except SQLAlchemyError as exc:
+            fail(f"the database failed: {exc.__class__.__name__}: {exc}", cause=exc)
     if output != "-":
         click.echo(f"wrote {written} product(s) to {output}", err=True)

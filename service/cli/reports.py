@@ -10,22 +10,18 @@ SQLite). Exit codes: 0 printed, 2 bad arguments or a database that cannot be rea
 from __future__ import annotations
 
 import json
-import os
-import warnings
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 import click
-from sqlalchemy import inspect
-from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from service.cli.common import database_url_option, open_database, render_table
+from service.db import snapshot_engine
 from service.domain import reports
 from service.formats import InvalidTimestamp, parse_timestamp
 
-EXIT_UNUSABLE = 2
 REQUIRED_TABLES = ("stock_levels", "stock_movements", "products", "locations", "categories")
 NUMERIC_COLUMNS = {
     "products",
@@ -38,12 +34,6 @@ NUMERIC_COLUMNS = {
 }
 
 
-def _default_database_url() -> str:
-    from service.config import Settings
-
-    return os.environ.get("DATABASE_URL") or Settings.from_env().database_url
-
-
 def _timestamp(value: str | None, option: str) -> datetime | None:
     if value is None:
         return None
@@ -53,44 +43,16 @@ def _timestamp(value: str | None, option: str) -> datetime | None:
         raise click.BadParameter(str(exc), param_hint=option) from exc
 
 
-def _snapshot(engine: Engine) -> Engine:
-    if engine.dialect.name == "postgresql":
-        return engine.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
-    return engine  # SQLite: a deferred BEGIN; in WAL mode the first read fixes the snapshot
-
-
 def _run(database_url: str, compute: Callable[[Session], reports.Report]) -> reports.Report:
-    with warnings.catch_warnings():
-        # connexion (imported through the problem types) warns about starlette's test
-        # client on import: noise for a command-line user.
-        warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
-        from service.db import make_engine
-
-    if database_url.startswith("sqlite"):
-        path = make_url(database_url).database
-        if path not in (None, "", ":memory:") and not os.path.exists(path):
-            click.echo(f"error: SQLite database {path} does not exist", err=True)
-            raise SystemExit(EXIT_UNUSABLE)
-    engine = make_engine(database_url)
-    try:
-        missing = [t for t in REQUIRED_TABLES if not inspect(engine).has_table(t)]
-        if missing:
-            click.echo(
-                f"error: the database has no {', '.join(missing)} table(s); "
-                "run 'storekeeper db upgrade' first",
-                err=True,
-            )
-            raise SystemExit(EXIT_UNUSABLE)
-        with Session(_snapshot(engine)) as session, session.begin():
-            return compute(session)
-    except SQLAlchemyError as exc:
-        click.echo(f"error: cannot read the database: {exc.__class__.__name__}: {exc}", err=True)
-        raise SystemExit(EXIT_UNUSABLE) from exc
-    finally:
-        engine.dispose()
+    with (
+        open_database(database_url, required_tables=REQUIRED_TABLES) as database,
+        Session(snapshot_engine(database.engine)) as session,
+        session.begin(),
+    ):
+        return compute(session)
 
 
-def render_table(report: reports.Report) -> str:
+def render(report: reports.Report) -> str:
     """A title, the rows under aligned column headers, and the totals."""
     header = report.header
     if report.kind == "valuation":
@@ -104,18 +66,14 @@ def render_table(report: reports.Report) -> str:
     cell = lambda value: "" if value is None else str(value)  # noqa: E731
     rows = [[cell(row[c]) for c in columns] for row in report.rows]
     totals: dict[str, Any] = {"key": reports.TOTAL_KEY, "label": "", "name": "", **report.totals}
-    total_row = [cell(totals[c]) for c in columns]
-    widths = [max(len(c), *(len(r[i]) for r in [*rows, total_row])) for i, c in enumerate(columns)]
-
-    def line(cells: list[str]) -> str:
-        return "  ".join(
-            value.rjust(width) if column in NUMERIC_COLUMNS else value.ljust(width)
-            for value, width, column in zip(cells, widths, columns, strict=True)
-        ).rstrip()
-
-    rule = line(["-" * width for width in widths])
-    body = [line(r) for r in rows] if rows else ["(no rows)"]
-    return "\n".join([title, "", line(columns), rule, *body, rule, line(total_row)])
+    table = render_table(
+        columns,
+        rows,
+        right_aligned=NUMERIC_COLUMNS,
+        footer=[[cell(totals[c]) for c in columns]],
+        empty="(no rows)",
+    )
+    return f"{title}\n\n{table}"
 
 
 def _emit(report: reports.Report, output_format: str) -> None:
@@ -124,15 +82,10 @@ def _emit(report: reports.Report, output_format: str) -> None:
     elif output_format == "csv":
         click.echo(reports.to_csv(report), nl=False)
     else:
-        click.echo(render_table(report))
+        click.echo(render(report))
 
 
-DATABASE_OPTION = click.option(
-    "--database-url",
-    default=_default_database_url,
-    show_default="DATABASE_URL or the local SQLite file",
-    help="Database to read.",
-)
+DATABASE_OPTION = database_url_option("Database to read.")
 FORMAT_OPTION = click.option(
     "--format",
     "output_format",

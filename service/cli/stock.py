@@ -12,21 +12,26 @@ document half-way between its movements and its levels.
 
 from __future__ import annotations
 
-import os
-import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
 import click
-from sqlalchemy import func, inspect, select
-from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy import func, select
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-EXIT_OK = 0
-EXIT_DRIFT = 1
-EXIT_UNUSABLE = 2
+from service.cli.common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    database_url_option,
+    open_database,
+    redacted,
+    render_table,
+)
+from service.db import snapshot_engine
+
 REQUIRED_TABLES = ("stock_levels", "stock_movements", "stock_documents", "products", "locations")
+NUMERIC_COLUMNS = {"product_id", "location_id", "level", "ledger", "diff"}
 
 
 @dataclass
@@ -44,31 +49,13 @@ class VerifyReport:
         return not self.drift and not self.negative
 
 
-def _redacted(url: str) -> str:
-    return make_url(url).render_as_string(hide_password=True)
-
-
-def _default_database_url() -> str:
-    from service.config import Settings
-
-    return Settings.from_env().database_url
-
-
-def _snapshot_engine(engine: Engine) -> Engine:
-    """An engine whose transactions read one consistent snapshot."""
-    if engine.dialect.name == "postgresql":
-        return engine.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
-    # SQLite (service.db): a deferred BEGIN; in WAL mode the first read fixes the snapshot.
-    return engine
-
-
 def verify_database(engine: Engine) -> VerifyReport:
     """Recompute every level from the ledger, in one read-only snapshot."""
     from service.domain.ledger import recompute_levels
     from service.models import Location, Product, StockDocument, StockLevel, StockMovement
 
     report = VerifyReport()
-    with Session(_snapshot_engine(engine)) as session, session.begin():
+    with Session(snapshot_engine(engine)) as session, session.begin():
         report.levels = session.scalar(select(func.count()).select_from(StockLevel)) or 0
         report.movements = session.scalar(select(func.count()).select_from(StockMovement)) or 0
         report.documents = session.scalar(select(func.count()).select_from(StockDocument)) or 0
@@ -104,21 +91,6 @@ def verify_database(engine: Engine) -> VerifyReport:
     return report
 
 
-def _table(headers: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-    right = [h not in ("sku", "location") for h in headers]
-
-    def line(cells: list[str]) -> str:
-        return "  ".join(
-            cell.rjust(width) if align else cell.ljust(width)
-            for cell, width, align in zip(cells, widths, right, strict=True)
-        ).rstrip()
-
-    return "\n".join(
-        [line(headers), line(["-" * width for width in widths]), *(line(r) for r in rows)]
-    )
-
-
 def render(report: VerifyReport) -> str:
     summary = [
         ("levels checked", report.levels),
@@ -147,9 +119,10 @@ def render(report: VerifyReport) -> str:
         out += [
             "",
             "drift (level differs from the sum of its movements, or is negative):",
-            _table(
+            render_table(
                 ["product_id", "sku", "location_id", "location", "level", "ledger", "diff"],
                 rows,
+                right_aligned=NUMERIC_COLUMNS,
             ),
         ]
     if report.negative:
@@ -166,7 +139,11 @@ def render(report: VerifyReport) -> str:
         out += [
             "",
             "negative levels:",
-            _table(["product_id", "sku", "location_id", "location", "level"], rows),
+            render_table(
+                ["product_id", "sku", "location_id", "location", "level"],
+                rows,
+                right_aligned=NUMERIC_COLUMNS,
+            ),
         ]
     out += ["", "OK: every level equals its ledger sum" if report.ok else "FAILED: see above"]
     return "\n".join(out)
@@ -178,46 +155,15 @@ def stock() -> None:
 
 
 @stock.command()
-@click.option(
-    "--database-url",
-    default=lambda: os.environ.get("DATABASE_URL") or _default_database_url(),
-    show_default="DATABASE_URL or the local SQLite file",
-    help="Database to check.",
-)
+@database_url_option("Database to check.")
 def verify(database_url: str) -> None:
     """Recompute every stock level from the ledger; exit 1 on drift or a negative level.
 
     Exit codes: 0 levels and ledger agree, 1 drift or a negative level, 2 the database
     could not be checked (unreachable or not migrated).
     """
-    with warnings.catch_warnings():
-        # connexion (imported through the ledger's problem types) warns about starlette's
-        # test client on import: noise for a command-line user.
-        warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
-        from service.db import make_engine
-        from service.domain.ledger import recompute_levels  # noqa: F401  (imported once, quietly)
-
-    click.echo(f"{'database:':<17}{_redacted(database_url)}")
-    if database_url.startswith("sqlite"):
-        path = make_url(database_url).database
-        if path not in (None, "", ":memory:") and not os.path.exists(path):
-            click.echo(f"error: SQLite database {path} does not exist", err=True)
-            raise SystemExit(EXIT_UNUSABLE)
-    engine = make_engine(database_url)
-    try:
-        missing = [t for t in REQUIRED_TABLES if not inspect(engine).has_table(t)]
-        if missing:
-            click.echo(
-                f"error: the database has no {', '.join(missing)} table(s); "
-                "run 'storekeeper db upgrade' first",
-                err=True,
-            )
-            raise SystemExit(EXIT_UNUSABLE)
-        report = verify_database(engine)
-    except SQLAlchemyError as exc:
-        click.echo(f"error: cannot read the database: {exc.__class__.__name__}: {exc}", err=True)
-        raise SystemExit(EXIT_UNUSABLE) from exc
-    finally:
-        engine.dispose()
+    click.echo(f"{'database:':<17}{redacted(database_url)}")
+    with open_database(database_url, required_tables=REQUIRED_TABLES) as database:
+        report = verify_database(database.engine)
     click.echo(render(report))
-    raise SystemExit(EXIT_OK if report.ok else EXIT_DRIFT)
+    raise SystemExit(EXIT_OK if report.ok else EXIT_FAILED)

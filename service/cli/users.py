@@ -2,7 +2,8 @@
 
 ``storekeeper users create`` makes a user (the first admin of a new installation, above all)
 with the same rules as ``POST /api/v1/users``: the e-mail is unique regardless of case and
-the password must pass :func:`service.domain.accounts.password_problems`. It prints the new user's id.
+the password must pass :func:`service.domain.accounts.password_problems`. It prints the new
+user's id.
 
 ``storekeeper users reset-link EMAIL`` issues a single-use password-reset token exactly as the
 password-reset request does (:func:`service.domain.outbox.create_password_reset`, which also queues
@@ -14,47 +15,28 @@ deactivated user), 2 usage error or a database that cannot be used.
 
 from __future__ import annotations
 
-import os
 import re
 import sys
-import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import click
 from sqlalchemy import select
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Session
 
 from service import spec
+from service.cli.common import EXIT_FAILED, database_url_option, transaction
 from service.models.auth import ROLES
 
-EXIT_REFUSED = 1
-EXIT_UNUSABLE = 2
 DEFAULT_BASE_URL = "http://127.0.0.1:8080"
 
 
 class Refused(click.ClickException):
-    exit_code = EXIT_REFUSED
+    exit_code = EXIT_FAILED
 
 
-def _redacted(url: str) -> str:
-    return make_url(url).render_as_string(hide_password=True)
-
-
-def _default_database_url() -> str:
-    from service.config import Settings
-
-    return Settings.from_env().database_url
-
-
-database_url_option = click.option(
-    "--database-url",
-    default=lambda: os.environ.get("DATABASE_URL") or _default_database_url(),
-    show_default="DATABASE_URL or the local SQLite file",
-    help="Database to write to.",
+UNUSABLE = (
+    "cannot use the database {url} ({kind}); is it reachable and upgraded "
+    "('storekeeper db upgrade')?"
 )
+DATABASE_OPTION = database_url_option("Database to write to.")
 
 
 def _schema_problems(value: str, schema_name: str) -> list[str]:
@@ -98,36 +80,6 @@ def _read_password(password: str | None, password_stdin: bool) -> str:
     return click.prompt("Password", hide_input=True, confirmation_prompt=True)
 
 
-@contextmanager
-def _transaction(database_url: str) -> Iterator[Session]:
-    """One write transaction on the database; exit 2 if it cannot be used."""
-    with warnings.catch_warnings():
-        # connexion (imported through service.db's problem types) warns about starlette's
-        # test client on import: noise for a command-line user.
-        warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
-        from service.db import Database
-
-    if database_url.startswith("sqlite"):
-        path = make_url(database_url).database
-        if path not in (None, "", ":memory:") and not os.path.exists(path):
-            click.echo(f"error: SQLite database {path} does not exist", err=True)
-            raise SystemExit(EXIT_UNUSABLE)
-    database = Database(database_url)
-    try:
-        with database.transaction() as session:
-            yield session
-    except SQLAlchemyError as exc:
-        click.echo(
-            f"error: cannot use the database {_redacted(database_url)} "
-            f"({exc.__class__.__name__}); is it reachable and upgraded "
-            "('storekeeper db upgrade')?",
-            err=True,
-        )
-        raise SystemExit(EXIT_UNUSABLE) from exc
-    finally:
-        database.dispose()
-
-
 @click.group()
 def users() -> None:
     """User accounts."""
@@ -143,7 +95,7 @@ def users() -> None:
     "--password-stdin or the prompt.",
 )
 @click.option("--password-stdin", is_flag=True, help="Read the password from stdin (one line).")
-@database_url_option
+@DATABASE_OPTION
 def create(
     email: str,
     role: str,
@@ -172,7 +124,7 @@ def create(
         raise Refused(f"the password {'; '.join(dict.fromkeys(problems))}")
     password_hash = hash_password(secret)  # slow on purpose: before the write transaction
 
-    with _transaction(database_url) as session:
+    with transaction(database_url, failure=UNUSABLE) as session:
         clash = session.scalar(select(User.id).where(User.email_key == email_key(email)))
         if clash is not None:
             raise Refused(
@@ -206,7 +158,7 @@ def _default_base_url() -> str:
     show_default=f"STOREKEEPER_PUBLIC_URL or {DEFAULT_BASE_URL}",
     help="The service's public URL, where the reset page is served.",
 )
-@database_url_option
+@DATABASE_OPTION
 def reset_link(email: str, base_url: str, database_url: str) -> None:
     """Print a single-use password-reset link for EMAIL (valid for 30 minutes).
 
@@ -217,7 +169,7 @@ def reset_link(email: str, base_url: str, database_url: str) -> None:
     from service.models import User
     from service.models.auth import email_key
 
-    with _transaction(database_url) as session:
+    with transaction(database_url, failure=UNUSABLE) as session:
         user = session.scalar(select(User).where(User.email_key == email_key(email)))
         if user is None:
             raise Refused(f"no user has the e-mail address {email.strip()}")

@@ -32,7 +32,13 @@ from sqlalchemy.orm import Session
 
 from service.formats import utcnow
 from service.models import Location, Product, StockDocument, StockLevel, StockMovement
-from service.problems import ConflictProblem, UnprocessableProblem, pointer_error
+from service.problems import (
+    ConflictProblem,
+    InsufficientStockProblem,
+    NotFoundProblem,
+    UnprocessableProblem,
+    pointer_error,
+)
 
 # stock_levels.on_hand is a 32-bit integer; refuse a receipt that would overflow it.
 MAX_ON_HAND = 2_000_000_000
@@ -204,7 +210,7 @@ def post(session: Session, posting: Posting) -> StockDocument:
             )
         balances[key] = after
     if shortages:
-        raise insufficient_stock(shortages, posting.changes)
+        raise InsufficientStockProblem(shortages, posting.changes)
     if overflow:
         raise UnprocessableProblem("Some lines would exceed the on-hand limit.", errors=overflow)
 
@@ -262,26 +268,6 @@ def post(session: Session, posting: Posting) -> StockDocument:
     return document
 
 
-def insufficient_stock(
-    shortages: list[dict[str, Any]], changes: Sequence[Change]
-) -> ConflictProblem:
-    pointers = {c.line_no: c.pointer for c in changes}
-    described = "; ".join(
-        f"line {s['line']}: product {s['product_id']} at location {s['location_id']} "
-        f"needs {s['requested']}, {s['available']} available"
-        for s in shortages
-    )
-    return ConflictProblem(
-        "insufficient-stock",
-        f"Not enough stock, nothing was written. {described}.",
-        shortages=shortages,
-        errors=[
-            pointer_error(pointers[s["line"]], f"Only {s['available']} available.")
-            for s in shortages
-        ],
-    )
-
-
 # --- reversals -------------------------------------------------------------------------------
 
 
@@ -289,8 +275,6 @@ def reversal_posting(
     session: Session, movement_id: int, reference: str | None, note: str | None
 ) -> Posting:
     """The compensating posting for a movement (both legs, for a transfer)."""
-    from service.problems import NotFoundProblem
-
     movement = session.get(StockMovement, movement_id)
     if movement is None:
         raise NotFoundProblem("Stock movement", movement_id)

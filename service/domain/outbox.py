@@ -1,8 +1,12 @@
 """Mail the service sends, through an outbox: rows in ``outbox_messages`` that a sender drains.
 
-There is no mail server yet, so every message is also logged at INFO on ``storekeeper.mail``;
-an operator passes it on by hand (a password-reset link, for instance). Messages are written
-in the caller's transaction: a request that rolls back sends nothing.
+There is no mail server yet. Each queued message is logged at INFO on ``storekeeper.mail`` by
+id, recipient and subject only: a body may carry a secret (a password-reset link and token),
+and logs are read, shipped and kept far more widely than the outbox table. An operator who must
+pass a reset on by hand prints a fresh link with ``storekeeper users reset-link EMAIL``. In
+development, ``STOREKEEPER_LOG_MAIL_BODIES=true`` logs every body too (read as each message is
+queued, so the API and the CLI both honour it). Messages are written in the caller's
+transaction: a request that rolls back sends nothing.
 
 Password resets live here because two callers issue them: ``POST /api/v1/auth/password-reset``
 and the ``storekeeper users reset-link`` command. Both call :func:`create_password_reset`.
@@ -16,6 +20,7 @@ from datetime import timedelta
 
 from sqlalchemy.orm import Session
 
+from service.config import LOG_MAIL_BODIES_ENV, log_mail_bodies
 from service.domain.accounts import RESET_PREFIX, digest, new_secret
 from service.formats import utcnow
 from service.models import OutboxMessage, PasswordResetToken, User
@@ -43,11 +48,24 @@ def public_base_url(fallback: str = DEFAULT_PUBLIC_URL) -> str:
 
 
 def queue_message(session: Session, recipient: str, subject: str, body: str) -> OutboxMessage:
-    """Put a message in the outbox (in ``session``'s transaction) and log it."""
+    """Put a message in the outbox (in ``session``'s transaction) and log that it is there.
+
+    The log names the message, never its body, unless STOREKEEPER_LOG_MAIL_BODIES is on.
+    """
     message = OutboxMessage(recipient=recipient, subject=subject, body=body, created_at=utcnow())
     session.add(message)
     session.flush()
-    logger.info("outbox message %s to %s: %s\n%s", message.id, recipient, subject, body)
+    if log_mail_bodies():
+        logger.info(
+            "outbox message %s queued for %s: %s (%s is on; the body follows)\n%s",
+            message.id,
+            recipient,
+            subject,
+            LOG_MAIL_BODIES_ENV,
+            body,
+        )
+    else:
+        logger.info("outbox message %s queued for %s: %s", message.id, recipient, subject)
     return message
 
 

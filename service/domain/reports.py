@@ -4,9 +4,9 @@ Each report is one aggregate SQL statement (GROUP BY over CTEs, correlated index
 probes for past costs, a recursive CTE for category paths), plus on PostgreSQL one
 statement making the report's settings and, for a valuation in the past, a probe of the
 ledger's time span: a constant number of statements whatever the size of the ledger.
-Python only formats the group rows that come back. The API (service/api/handlers/reports.py) and the CLI
-(service/cli/reports.py) call the same functions here and render the same rows as JSON, CSV
-or a table.
+Python only formats the group rows that come back. The API (service/api/handlers/reports.py)
+and the CLI (service/cli/reports.py) call the same functions here and render the same rows as
+JSON, CSV or a table.
 
 Money is exact. Costs are scaled 64-bit integers (``ScaledDecimal``), so a value is an
 integer count of millionths: on PostgreSQL the products are summed as NUMERIC; SQLite has
@@ -41,6 +41,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql import ColumnElement
 
+from service.db import where_equal
 from service.formats import EARLIEST, escape_formula, format_timestamp, utcnow
 from service.models import Category, Location, Product, StockLevel, StockMovement
 
@@ -502,12 +503,12 @@ def movement_summary(
         func.sum(quantity).label("net"),
         func.count().label("movements"),
     ).where(movement.created_at >= start, movement.created_at < end)
-    if product_id is not None:
-        grouped = grouped.where(movement.product_id == product_id)
-    if location_id is not None:
-        grouped = grouped.where(movement.location_id == location_id)
-    if kind is not None:
-        grouped = grouped.where(movement.kind == kind)
+    grouped = where_equal(
+        grouped,
+        (movement.product_id, product_id),
+        (movement.location_id, location_id),
+        (movement.kind, kind),
+    )
     grouped = grouped.group_by("group_key").subquery("grouped")
 
     if group_by == "product":

@@ -10,7 +10,12 @@ from service.models.base import Base, UTCDateTime
 
 
 class IdempotencyRecord(Base):
-    """One Idempotency-Key per credential scope: the request's hash and its first response."""
+    """One Idempotency-Key per credential scope: the request's hash and its first response.
+
+    A row exists only once that response committed, with the document it describes: a
+    request still running holds its key in its own transaction (service/api/idempotency.py),
+    never as a row.
+    """
 
     __tablename__ = "idempotency_keys"
 
@@ -18,11 +23,10 @@ class IdempotencyRecord(Base):
     scope: Mapped[str] = mapped_column(String(100), nullable=False)
     key: Mapped[str] = mapped_column(String(255), nullable=False)
     request_hash: Mapped[str] = mapped_column(String(64), nullable=False)
-    # in_progress while the first request runs; completed once its response is stored.
-    state: Mapped[str] = mapped_column(String(16), nullable=False)
-    response_status: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    response_body: Mapped[str | None] = mapped_column(Text, nullable=True)
-    response_headers: Mapped[str | None] = mapped_column(Text, nullable=True)
+    response_status: Mapped[int] = mapped_column(Integer, nullable=False)
+    response_body: Mapped[str] = mapped_column(Text, nullable=False)
+    # The replayed headers (Location), a JSON object.
+    response_headers: Mapped[str] = mapped_column(Text, nullable=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, nullable=False)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
 

@@ -250,7 +250,7 @@ def test_request_id_is_set_on_routing_and_validation_problems(client):
 
 
 def test_unexpected_exception_is_a_500_problem_without_internals(client, monkeypatch):
-    monkeypatch.setattr("service.api.handlers.products.paginate", boom)
+    monkeypatch.setattr("service.api.pagination.paginate", boom)
 
     response = client.get(PRODUCTS, headers={"X-Request-ID": "oops-1"})
 
@@ -263,7 +263,7 @@ def test_unexpected_exception_is_a_500_problem_without_internals(client, monkeyp
 
 
 def test_500_without_supplied_id_still_carries_a_generated_one(client, monkeypatch):
-    monkeypatch.setattr("service.api.handlers.products.paginate", boom)
+    monkeypatch.setattr("service.api.pagination.paginate", boom)
 
     response = client.get(PRODUCTS)
 

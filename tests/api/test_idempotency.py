@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 
 import pytest
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from service.api.idempotency import advisory_lock_id
+from service.domain import ledger
 from service.domain.ledger import recompute_levels
 from service.formats import utcnow
 from service.models import IdempotencyRecord, StockDocument
@@ -48,10 +54,11 @@ def document_count(database) -> int:
         return session.scalar(select(func.count()).select_from(StockDocument))
 
 
-def key_rows(database) -> list[tuple[str, str]]:
+def key_rows(database) -> list[tuple[str, int]]:
+    """(key, stored status) of every row: a row exists only for a completed response."""
     with Session(database.engine) as session:
         return [
-            (record.key, record.state)
+            (record.key, record.response_status)
             for record in session.scalars(select(IdempotencyRecord).order_by(IdempotencyRecord.id))
         ]
 
@@ -143,7 +150,7 @@ def test_a_retry_with_the_same_key_and_body_replays_the_first_response(
     assert retry.headers["content-type"] == "application/json"
     assert retry.json() == first.json()
     assert snapshot(client, database) == after_first
-    assert key_rows(database) == [(KEY, "completed")]
+    assert key_rows(database) == [(KEY, 201)]
     assert_no_drift(database)
 
 
@@ -194,7 +201,7 @@ def test_the_same_key_with_a_different_body_is_422(client, database, stock):
 
     assert KEY in problem["detail"]
     assert snapshot(client, database) == before
-    assert key_rows(database) == [(KEY, "completed")]
+    assert key_rows(database) == [(KEY, 201)]
 
 
 def test_the_same_key_on_another_operation_is_422(client, database, stock):
@@ -207,28 +214,121 @@ def test_the_same_key_on_another_operation_is_422(client, database, stock):
     assert snapshot(client, database) == before
 
 
-def test_a_key_whose_request_is_still_running_is_409(client, database, stock):
-    assert post(client, "receipts", receipt_body(stock)).status_code == 201
-    # As if the first request had claimed the key and not finished yet.
-    set_key(database, state="in_progress", created_at=utcnow())
-    before = snapshot(client, database)
+class HeldInTheLedger:
+    """Make the next ``ledger.post`` wait (inside its request's transaction) until released."""
 
-    assert_problem(post(client, "receipts", receipt_body(stock)), 409, "idempotency-key-in-use")
+    def __init__(self, monkeypatch) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        original = ledger.post
 
-    assert snapshot(client, database) == before
+        def post_when_released(*args, **kwargs):
+            self.entered.set()
+            assert self.release.wait(timeout=30)
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(ledger, "post", post_when_released)
+
+    def first_request(self, client, path: str, body: dict) -> tuple[threading.Thread, list]:
+        answers: list = []
+        thread = threading.Thread(
+            target=lambda: answers.append(post(client, path, body)), daemon=True
+        )
+        thread.start()
+        assert self.entered.wait(timeout=30), "the first request never reached the ledger"
+        return thread, answers
 
 
-def test_an_abandoned_claim_is_taken_over(client, database, stock):
-    assert post(client, "receipts", receipt_body(stock)).status_code == 201
-    # A claim whose process died long ago (no stored response, still in progress).
-    set_key(database, state="in_progress", created_at=utcnow() - timedelta(hours=1))
+def test_a_retry_while_the_first_request_still_runs(client, database, stock, backend, monkeypatch):
+    """PostgreSQL refuses it at once (409); SQLite queues it behind the writer, then replays."""
+    held = HeldInTheLedger(monkeypatch)
+    first, answers = held.first_request(client, "receipts", receipt_body(stock))
+    try:
+        # The running request holds its key in its transaction: nothing is committed yet.
+        assert key_rows(database) == []
+        if backend == "postgresql":
+            began = time.monotonic()
+            for body in (receipt_body(stock), receipt_body(stock, 11)):
+                assert_problem(post(client, "receipts", body), 409, "idempotency-key-in-use")
+            assert time.monotonic() - began < 2  # refused at once, not after a wait
+            assert document_count(database) == 0
+            held.release.set()
+            first.join(timeout=30)
+            retry = post(client, "receipts", receipt_body(stock))
+        else:
+            threading.Timer(0.3, held.release.set).start()
+            retry = post(client, "receipts", receipt_body(stock))  # waits for the writer
+            first.join(timeout=30)
+    finally:
+        held.release.set()
+        first.join(timeout=30)
 
+    [original] = answers
+    assert original.status_code == 201, original.text
+    assert "idempotent-replayed" not in original.headers
+    assert retry.status_code == 201, retry.text
+    assert retry.headers["idempotent-replayed"] == "true"
+    assert retry.json() == original.json()
+    assert document_count(database) == 1
+    assert key_rows(database) == [(KEY, 201)]
+
+
+@contextmanager
+def key_held_elsewhere(client, database, key: str = KEY) -> Iterator[None]:
+    """PostgreSQL: another transaction holds the key, as a request with it would."""
+    scope = f"user:{client.get('/api/v1/users/me').json()['id']}"
+    with database.engine.connect() as other:
+        lock = func.pg_try_advisory_xact_lock(advisory_lock_id(scope, key))
+        assert other.scalar(select(lock))
+        yield
+        other.rollback()
+
+
+def test_a_completed_key_replays_even_while_another_request_holds_it(
+    client, database, stock, backend
+):
+    """Concurrent replays of a finished request are all replays, none a 409 (PostgreSQL)."""
+    if backend != "postgresql":
+        pytest.skip("SQLite runs one write at a time: no request holds a key beside another")
+    first = post(client, "receipts", receipt_body(stock))
+    assert first.status_code == 201, first.text
+
+    with key_held_elsewhere(client, database):
+        replay = post(client, "receipts", receipt_body(stock))
+        other_body = post(client, "receipts", receipt_body(stock, 11))
+
+    assert replay.status_code == 201, replay.text
+    assert replay.headers["idempotent-replayed"] == "true"
+    assert replay.json() == first.json()
+    assert_problem(other_body, 422, "idempotency-key-reused")
+    assert document_count(database) == 1
+
+
+def test_a_request_that_dies_midway_leaves_its_key_free(client, database, stock, monkeypatch):
+    """Whatever ends a request before its commit ends its hold on the key with it.
+
+    (A killed worker process: tests/e2e/test_stock_concurrency.py.)
+    """
+    original = ledger.post
+
+    def post_then_die(*args, **kwargs):
+        original(*args, **kwargs)  # the document is written in the transaction, then...
+        raise RuntimeError("the worker died")
+
+    monkeypatch.setattr(ledger, "post", post_then_die)
+    died = post(client, "receipts", receipt_body(stock))
+    assert died.status_code == 500
+    assert (document_count(database), key_rows(database)) == (0, [])
+    monkeypatch.setattr(ledger, "post", original)
+
+    began = time.monotonic()
     retry = post(client, "receipts", receipt_body(stock))
 
     assert retry.status_code == 201, retry.text
+    assert time.monotonic() - began < 2
     assert "idempotent-replayed" not in retry.headers
-    assert document_count(database) == 2
-    assert key_rows(database) == [(KEY, "completed")]
+    assert document_count(database) == 1
+    assert key_rows(database) == [(KEY, 201)]
 
 
 @pytest.mark.parametrize("key", ["", "has space", "x" * 256, "café".encode()])
@@ -300,7 +400,7 @@ def test_a_reversal_retried_with_its_key_is_replayed_not_refused(client, databas
     assert retry.headers["idempotent-replayed"] == "true"
     assert retry.json() == first.json()
     assert_problem(again_without_key, 409, "already-reversed")
-    assert key_rows(database) == [(KEY, "completed")]
+    assert key_rows(database) == [(KEY, 201)]
 
 
 # --- expiry -------------------------------------------------------------------------------
@@ -320,7 +420,7 @@ def test_a_key_older_than_24_hours_is_treated_as_new(client, database, stock):
     # The fresh claim replays from now on, for another 24 hours.
     with Session(database.engine) as session:
         record = session.scalar(select(IdempotencyRecord))
-        assert record.state == "completed"
+        assert record.response_status == 201
         assert record.expires_at - utcnow() > timedelta(hours=23)
     replay = post(client, "receipts", receipt_body(stock))
     assert replay.headers["idempotent-replayed"] == "true"
@@ -344,4 +444,4 @@ def test_expired_keys_are_purged_as_new_ones_arrive(client, database, stock):
 
     assert post(client, "receipts", receipt_body(stock), key="new").status_code == 201
 
-    assert key_rows(database) == [("recent", "completed"), ("new", "completed")]
+    assert key_rows(database) == [("recent", 201), ("new", 201)]

@@ -14,7 +14,7 @@ from service.api.validators import quick_check
 from service.app import create_app
 from service.config import Settings
 from service.domain import product_io
-from service.problems import ConcurrentChangeProblem
+from service.problems import MAX_LISTED_ERRORS, ConcurrentChangeProblem
 from tests.conftest import bearer_for, wipe
 from tests.helpers import assert_problem, create_category, create_product
 
@@ -374,7 +374,7 @@ def test_error_list_is_capped_with_the_total_count(client):
     problem = assert_problem(post_csv(client, "\n".join(rows)), 422)
 
     assert problem["error_count"] == 1205
-    assert len(problem["errors"]) == 1000
+    assert len(problem["errors"]) == MAX_LISTED_ERRORS
     assert problem["errors"][0]["line"] == 2
 
 

@@ -28,7 +28,7 @@ from service.app import create_app
 from service.config import Settings
 from service.models import Category
 from tests.conftest import TEST_PASSWORD, bearer_for, create_user
-from tests.helpers import assert_problem
+from tests.helpers import JSON, assert_problem
 
 LOGIN = "/api/v1/auth/token"
 RESET = "/api/v1/auth/password-reset"
@@ -264,14 +264,20 @@ def test_writes_are_limited_per_credential_and_reads_are_not(make_app):
         assert_rate_limited(patch, 3)
 
 
-def test_a_write_refused_by_validation_never_reaches_the_limiter(make_app):
-    app = make_app(write_rate_limit="1/minute")
+def test_a_write_refused_by_validation_counts_and_over_the_limit_is_429_not_400(make_app):
+    # The limit is checked before the body is validated (issue 11): a flood of invalid
+    # bodies is refused with 429s once its budget is spent, without a validation each.
+    app = make_app(write_rate_limit="2/minute")
     headers = bearer_for(app.app.extensions[EXTENSION_KEY], "manager")
     with app.test_client() as client:
-        for _ in range(3):
-            assert_problem(client.post(CATEGORIES, json={"nom": "x"}, headers=headers), 400)
-        assert category(client, headers).status_code == 201
-        assert_rate_limited(category(client, headers), 1)
+        for remaining in ("1", "0"):
+            response = client.post(CATEGORIES, json={"nom": "x"}, headers=headers)
+            assert_problem(response, 400)
+            assert response.headers["ratelimit-remaining"] == remaining  # counted
+        assert_rate_limited(client.post(CATEGORIES, json={"nom": "x"}, headers=headers), 2)
+        deep = client.post(CATEGORIES, content=b"[" * 5000, headers={**headers, **JSON})
+        assert_rate_limited(deep, 2)
+        assert_rate_limited(category(client, headers), 2)
 
 
 def test_without_rate_limits_nothing_is_limited_or_labelled(make_app):

@@ -1,9 +1,9 @@
-"""service/datagen.py: the bulk generator writes exactly what the ledger would, on both backends.
+"""service/datagen/: the bulk generator writes exactly what the ledger would, on both backends.
 
 The strongest check replays every generated document through the real ledger
-(:func:`service.domain.ledger.post`, :func:`service.domain.ledger.reversal_posting`) into a second database
-and compares every row. The others check the invariants at the benchmark's ``--small`` size
-(2,000 products, 20,000 movements), determinism, reuse and refusal.
+(:func:`service.domain.ledger.post`, :func:`service.domain.ledger.reversal_posting`) into a
+second database and compares every row. The others check the invariants at the benchmark's
+``--small`` size (2,000 products, 20,000 movements), determinism, reuse and refusal.
 """
 
 from __future__ import annotations

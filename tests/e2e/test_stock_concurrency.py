@@ -6,12 +6,23 @@ random receipts, shipments, transfers and reversals against scarce stock, so tha
 are refused with 409, and the database is checked directly afterwards: no negative level,
 every level equal to its ledger sum, transfers conserving stock, every 201 in the ledger
 exactly as answered, nothing written by a refused request, and no 5xx at all.
+
+The Idempotency-Key tests hold a key with a request that really runs: a duplicate meanwhile is
+refused (PostgreSQL) or queued and replayed (SQLite), and when the worker serving it is killed
+(SIGKILL) the key dies with it, so the retry writes the one document at once.
 """
 
 from __future__ import annotations
 
+import contextlib
+import http.client
+import json
+import os
 import random
 import re
+import signal
+import socket
+import sqlite3
 import threading
 import time
 import uuid
@@ -24,6 +35,7 @@ import httpx
 import pytest
 from click.testing import CliRunner
 from sqlalchemy import Engine, func, select, text
+from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from service.cli import main
@@ -623,3 +635,343 @@ def test_one_idempotency_key_from_8_threads_writes_one_document(live, engine, ap
             select(func.sum(StockLevel.on_hand)).where(StockLevel.product_id == products[0])
         )
         assert on_hand == 6 * 5  # six keys, six receipts of 5: not one more
+
+
+# --- an Idempotency-Key held by a request that is still running, or whose worker died ------
+
+
+# Rows of the pad table the slowing trigger cross-joins: a movement insert then takes a good
+# fraction of a second however fast the machine, so the kill lands inside the transaction.
+SQLITE_PAD_ROWS = 6000
+
+
+def _raw_post(live: LiveServer, path: str, body: dict, key: str) -> socket.socket:
+    """Send a POST on a socket of our own (its port names the worker serving it); no answer."""
+    url = httpx.URL(live.base_url)
+    payload = json.dumps(body).encode()
+    head = [
+        f"POST {path} HTTP/1.1",
+        f"Host: {url.host}:{url.port}",
+        "Content-Type: application/json",
+        f"Content-Length: {len(payload)}",
+        f"Idempotency-Key: {key}",
+        "Connection: close",
+        *(f"{name}: {value}" for name, value in live.headers.items()),
+    ]
+    sock = socket.create_connection((url.host, url.port), timeout=30)
+    sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode() + payload)
+    return sock
+
+
+def _raw_answer(sock: socket.socket) -> tuple[int, dict[str, str], Any]:
+    answer = http.client.HTTPResponse(sock)
+    answer.begin()
+    body = answer.read()
+    sock.close()
+    return answer.status, {k.lower(): v for k, v in answer.getheaders()}, json.loads(body)
+
+
+def _children(pid: int) -> list[int]:
+    children = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    fields = stat.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                children.append(int(entry))
+    return children
+
+
+def _worker_serving(live: LiveServer, sock: socket.socket, timeout: float = 10.0) -> int:
+    """The gunicorn worker holding the server end of ``sock``: /proc/net/tcp, then fds.
+
+    Until a worker accepts the connection, its server end has no inode: wait for that.
+    """
+    client_port, server_port = sock.getsockname()[1], sock.getpeername()[1]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        inodes = set()
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            with contextlib.suppress(FileNotFoundError), open(table) as rows:
+                for row in list(rows)[1:]:
+                    fields = row.split()
+                    local, remote = (int(a.rsplit(":", 1)[1], 16) for a in fields[1:3])
+                    if (local, remote) == (server_port, client_port) and fields[9] != "0":
+                        inodes.add(f"socket:[{fields[9]}]")
+        for pid in _children(live.process.pid) if inodes else ():
+            with contextlib.suppress(OSError):
+                for fd in os.listdir(f"/proc/{pid}/fd"):
+                    with contextlib.suppress(OSError):
+                        if os.readlink(f"/proc/{pid}/fd/{fd}") in inodes:
+                            return pid
+        time.sleep(0.005)
+    raise AssertionError(f"no worker of {live.process.pid} serves port {client_port}")
+
+
+def _backend_waiting_for_a_lock(engine: Engine, timeout: float = 10.0) -> int:
+    """The PostgreSQL backend of the request that now waits for our row lock."""
+    deadline = time.monotonic() + timeout
+    with engine.connect() as connection:
+        while time.monotonic() < deadline:
+            pids = connection.scalars(
+                text(
+                    "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
+                )
+            ).all()
+            connection.rollback()
+            if pids:
+                return pids[0]
+            time.sleep(0.005)
+    raise AssertionError("the request never waited for the product's row lock")
+
+
+def _stored_keys(engine: Engine, key: str) -> int:
+    """Committed idempotency rows of ``key`` (a running request must have none)."""
+    with engine.connect() as connection:
+        return connection.scalar(
+            text("SELECT count(*) FROM idempotency_keys WHERE key = :key"), {"key": key}
+        )
+
+
+def _backend_gone(engine: Engine, backend_pid: int, timeout: float = 10.0) -> float:
+    """Wait until the backend has ended (rolled back); return how long that took."""
+    began = time.monotonic()
+    with engine.connect() as connection:
+        while time.monotonic() - began < timeout:
+            alive = connection.scalar(
+                text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid"),
+                {"pid": backend_pid},
+            )
+            connection.rollback()
+            if not alive:
+                return time.monotonic() - began
+            time.sleep(0.002)
+    raise AssertionError(f"backend {backend_pid} outlived its client")
+
+
+@contextlib.contextmanager
+def _slow_sqlite_movement_inserts(path: str) -> Iterator[None]:
+    """Make every movement insert slow (a trigger cross-joining a pad table), then undo it."""
+    connection = sqlite3.connect(path, timeout=30, isolation_level=None)
+    try:
+        connection.execute("CREATE TABLE test_slow_pad (x INTEGER)")
+        connection.executemany(
+            "INSERT INTO test_slow_pad VALUES (?)", [(i,) for i in range(SQLITE_PAD_ROWS)]
+        )
+        connection.execute(
+            "CREATE TRIGGER test_slow_movement BEFORE INSERT ON stock_movements BEGIN "
+            "SELECT count(*) FROM test_slow_pad AS a, test_slow_pad AS b; END"
+        )
+        yield
+    finally:
+        connection.execute("DROP TRIGGER IF EXISTS test_slow_movement")
+        connection.execute("DROP TABLE IF EXISTS test_slow_pad")
+        connection.close()
+
+
+def _sqlite_writer_busy(path: str) -> bool:
+    """Whether some connection holds SQLite's write lock (probed without waiting)."""
+    probe = sqlite3.connect(path, timeout=0, isolation_level=None)
+    try:
+        probe.execute("BEGIN IMMEDIATE")
+        probe.execute("ROLLBACK")
+        return False
+    except sqlite3.OperationalError as exc:
+        assert "locked" in str(exc) or "busy" in str(exc), exc
+        return True
+    finally:
+        probe.close()
+
+
+def _wait_for_a_long_sqlite_write(path: str, hold: float = 0.15, timeout: float = 10.0) -> None:
+    """Wait until one write transaction has held SQLite's write lock for ``hold`` seconds.
+
+    Every probe in that span must find it busy: a short write (say, a claim of its own)
+    before the document's transaction does not count.
+    """
+    deadline = time.monotonic() + timeout
+    busy_since: float | None = None
+    while time.monotonic() < deadline:
+        now = time.monotonic()
+        if not _sqlite_writer_busy(path):
+            busy_since = None
+        elif busy_since is None:
+            busy_since = now
+        elif now - busy_since >= hold:
+            return
+        time.sleep(0.001)
+    raise AssertionError("no write transaction of the request lasted long enough to kill")
+
+
+def _documents_with(engine: Engine, reference: str) -> list[int]:
+    with Session(engine) as session:
+        return list(
+            session.scalars(
+                select(StockDocument.id)
+                .where(StockDocument.reference == reference)
+                .order_by(StockDocument.id)
+            )
+        )
+
+
+def _receipt(product_ids: list[int], location_id: int, reference: str, lines: int = 1) -> dict:
+    return {
+        "location_id": location_id,
+        "reference": reference,
+        "lines": [
+            {"product_id": product_ids[i % len(product_ids)], "quantity": 1, "unit_cost": "1.0000"}
+            for i in range(lines)
+        ],
+    }
+
+
+@contextlib.contextmanager
+def _product_row_locked(engine: Engine, product_id: int) -> Iterator[None]:
+    """Hold the product's row lock (as a long transaction would): receipts of it wait."""
+    with engine.connect() as connection:
+        connection.execute(
+            text("SELECT id FROM products WHERE id = :id FOR UPDATE"), {"id": product_id}
+        )
+        try:
+            yield
+        finally:
+            connection.rollback()
+
+
+def test_a_duplicate_while_the_first_request_runs(live, engine, api, backend):
+    """PostgreSQL refuses it at once with 409; SQLite queues it behind the writer and replays."""
+    tag = f"D{uuid.uuid4().hex[:6]}"
+    products, locations = _catalog(api, tag)
+    key, reference = f"{tag}-{uuid.uuid4()}", f"{tag}-first"
+    body = _receipt(products, locations[0], reference)
+    path = "/api/v1/stock/receipts"
+    if backend == "postgresql":
+        with _product_row_locked(engine, products[0]):
+            first = _raw_post(live, path, body, key)
+            _backend_waiting_for_a_lock(engine)
+            began = time.monotonic()
+            duplicates = [
+                api.post(path, json=b, headers={"Idempotency-Key": key})
+                for b in (body, {**body, "note": "another body"})
+            ]
+            refused_in = (time.monotonic() - began) / len(duplicates)
+            # Held by the running request's transaction: nothing committed meanwhile.
+            assert _documents_with(engine, reference) == []
+            assert _stored_keys(engine, key) == 0
+        for duplicate in duplicates:
+            assert duplicate.status_code == 409, duplicate.text
+            assert duplicate.json()["type"].endswith("/idempotency-key-in-use")
+        assert refused_in < 1.0, refused_in
+        print(f"\n[postgresql] a duplicate of a running request: 409 in {refused_in * 1000:.0f} ms")
+        answers = [_raw_answer(first)]
+        later = api.post(path, json=body, headers={"Idempotency-Key": key})
+        answers.append((later.status_code, dict(later.headers), later.json()))
+    else:
+        sqlite_path = make_url(live.database_url).database
+        holder = sqlite3.connect(sqlite_path, timeout=5, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")  # a writer mid-transaction: both requests queue
+        try:
+            first = _raw_post(live, path, body, key)
+            second = _raw_post(live, path, body, key)
+            time.sleep(0.3)
+            # Both wait for the writer: neither holds the key yet, neither is refused.
+            assert _stored_keys(engine, key) == 0
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        # Whichever gets the writer first writes the document; the other then replays it.
+        answers = [_raw_answer(first), _raw_answer(second)]
+    assert [status for status, _headers, _body in answers] == [201, 201], answers
+    originals = [body for _status, headers, body in answers if "idempotent-replayed" not in headers]
+    replays = [body for _status, headers, body in answers if headers.get("idempotent-replayed")]
+    assert len(originals) == len(replays) == 1, answers
+    assert replays == originals
+    assert _documents_with(engine, reference) == [originals[0]["id"]]
+
+
+def test_a_retry_after_the_worker_died_mid_request_goes_through_at_once(live, engine, api, backend):
+    """SIGKILL the worker serving a keyed receipt mid-transaction: the key dies with it.
+
+    PostgreSQL: the test holds the product's row lock, so the receipt waits inside its
+    transaction, holding the key (a duplicate meanwhile is refused). SQLite: a trigger makes
+    the movement insert slow, and the receipt is killed while its write transaction holds the
+    database's write lock.
+    """
+    tag = f"K{uuid.uuid4().hex[:6]}"
+    products, locations = _catalog(api, tag)
+    key, reference = f"{tag}-{uuid.uuid4()}", f"{tag}-killed"
+    path = "/api/v1/stock/receipts"
+    log_offset = _log_offset(live)
+    if backend == "postgresql":
+        body = _receipt(products, locations[0], reference)
+        with _product_row_locked(engine, products[0]):
+            doomed = _raw_post(live, path, body, key)
+            backend_pid = _backend_waiting_for_a_lock(engine)
+            # The running request holds the key: the same retry now is refused...
+            refused = api.post(path, json=body, headers={"Idempotency-Key": key})
+            assert refused.status_code == 409, refused.text
+            assert refused.json()["type"].endswith("/idempotency-key-in-use")
+            assert _stored_keys(engine, key) == 0  # ...by its transaction, not by a row
+            worker = _worker_serving(live, doomed)
+            os.kill(worker, signal.SIGKILL)
+            killed_at = time.monotonic()
+            assert doomed.recv(1) == b""  # no answer: the worker is gone
+        # Our row lock is released: the dead worker's backend finds its client gone and rolls
+        # back (with the key's lock). With lock_timeout, statement_timeout or
+        # client_connection_check_interval it would not even wait for us.
+        orphan_seconds = _backend_gone(engine, backend_pid)
+    else:
+        body = _receipt(products, locations[0], reference)
+        database_path = make_url(live.database_url).database
+        with _slow_sqlite_movement_inserts(database_path):
+            doomed = _raw_post(live, path, body, key)
+            worker = _worker_serving(live, doomed)
+            _wait_for_a_long_sqlite_write(database_path)
+            assert _stored_keys(engine, key) == 0  # the key is held by that transaction alone
+            os.kill(worker, signal.SIGKILL)
+            killed_at = time.monotonic()
+            answer = doomed.recv(1)
+            assert answer == b"", "the receipt finished before the kill: make it slower"
+        orphan_seconds = 0.0
+    doomed.close()
+    assert _documents_with(engine, reference) == []  # the killed request wrote nothing
+
+    # A new connection: a kept-alive one of `api` may have been served by the killed worker.
+    with httpx.Client(base_url=live.base_url, timeout=30.0, headers=live.headers) as fresh:
+        sent = time.monotonic()
+        retry = fresh.post(path, json=body, headers={"Idempotency-Key": key})
+        answered = time.monotonic()
+        assert retry.status_code == 201, retry.text
+        assert "idempotent-replayed" not in retry.headers
+        assert _documents_with(engine, reference) == [retry.json()["id"]]
+        replay_sent = time.monotonic()
+        replay = fresh.post(path, json=body, headers={"Idempotency-Key": key})
+        replay_seconds = time.monotonic() - replay_sent
+    assert replay.status_code == 201 and replay.headers["idempotent-replayed"] == "true"
+    assert replay.json() == retry.json()
+    assert _documents_with(engine, reference) == [retry.json()["id"]]
+    # No wait for a stale claim (minutes) nor for any timeout (seconds): just the work.
+    assert answered - sent < 10.0
+    orphan = (
+        f"its database session ended {orphan_seconds * 1000:.0f} ms after our row lock; "
+        if backend == "postgresql"
+        else ""
+    )
+    print(
+        f"\n[{backend}] worker {worker} killed mid-request; {orphan}the retry answered 201 in "
+        f"{(answered - sent) * 1000:.0f} ms ({(answered - killed_at) * 1000:.0f} ms after the "
+        f"kill; a replay takes {replay_seconds * 1000:.0f} ms)"
+    )
+    # The only trouble the server reports is the worker we killed (and its replacement).
+    problems = [
+        line
+        for line in _server_problems(live, log_offset)
+        if f"pid:{worker}" not in line and "SIGKILL" not in line
+    ]
+    assert not problems, live.log_tail(80)
+    with Session(engine) as session:
+        assert recompute_levels(session) == []

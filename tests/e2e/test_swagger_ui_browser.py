@@ -31,8 +31,8 @@ import yaml
 from playwright.sync_api import ConsoleMessage, Page, Request, expect, sync_playwright
 
 from service.config import Settings
-from tests.e2e.browser.chromium import launch, require_chromium
 from tests.conftest import throwaway_database
+from tests.e2e.browser.chromium import launch, require_chromium
 from tests.live_server import ROOT, LiveServer, live_server
 
 ARTIFACTS = ROOT / "artifacts"

@@ -1,8 +1,8 @@
 """/api/v1/api-keys: long-lived bearer credentials for integrations.
 
 A key's secret is shown once, in the create response; only its SHA-256 digest is stored
-(``service.domain.accounts`` looks keys up by it and keeps ``last_used_at``). A key acts with its own
-role, never more than its creator's current one. Keys are revoked, never deleted, so the
+(``service.domain.accounts`` looks keys up by it and keeps ``last_used_at``). A key acts with
+its own role, never more than its creator's current one. Keys are revoked, never deleted, so the
 ledger keeps its authors.
 """
 
@@ -10,12 +10,11 @@ from __future__ import annotations
 
 from datetime import UTC
 
-from flask import request
 from sqlalchemy import select, update
 
 from service import db
 from service.api import transaction
-from service.api.pagination import list_response, paginate, sort_keys
+from service.api.pagination import paginated, sort_keys
 from service.api.params import timestamp_field
 from service.api.responses import NO_STORE, empty_response, json_response
 from service.api.security import current_principal
@@ -53,15 +52,14 @@ def list_api_keys(limit: int = 50, cursor: str | None = None):
     stmt = select(ApiKey)
     if not _is_admin(principal):
         stmt = stmt.where(ApiKey.created_by_user_id == principal.user_id)
-    page = paginate(
-        db.session(),
+    return paginated(
         stmt,
         sort=SORTS["created_at"],
         id_column=ApiKey.id,
         limit=limit,
         cursor=cursor,
+        dump=ApiKeySchema(many=True).dump,
     )
-    return list_response(ApiKeySchema(many=True).dump(page.items), page, request.url)
 
 
 @transaction.unit_of_work

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from flask import request
 from sqlalchemy import func, select
 
 from service import db
 from service.api import transaction
 from service.api.conditional import not_modified, require_match, resource_response
-from service.api.pagination import list_response, paginate, sort_keys
+from service.api.pagination import paginated, sort_keys
 from service.api.responses import empty_response
 from service.domain.catalog import descendant_ids, find_clash
 from service.models import Category, Product
@@ -72,10 +71,14 @@ def list_categories(
         )
     if q:
         stmt = stmt.where(Category.name.icontains(q, autoescape=True))
-    page = paginate(
-        db.session(), stmt, sort=SORTS[sort], id_column=Category.id, limit=limit, cursor=cursor
+    return paginated(
+        stmt,
+        sort=SORTS[sort],
+        id_column=Category.id,
+        limit=limit,
+        cursor=cursor,
+        dump=CategorySchema(many=True).dump,
     )
-    return list_response(CategorySchema(many=True).dump(page.items), page, request.url)
 
 
 @transaction.unit_of_work

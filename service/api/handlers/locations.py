@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from flask import request
 from sqlalchemy import func, or_, select
 
 from service import db
 from service.api import transaction
 from service.api.conditional import not_modified, require_match, resource_response
-from service.api.pagination import list_response, paginate, sort_keys
+from service.api.pagination import paginated, sort_keys
 from service.api.responses import empty_response
 from service.domain.catalog import find_clash
 from service.models import Location, StockDocument, StockLevel, StockMovement
@@ -64,10 +63,14 @@ def list_locations(
                 Location.name.icontains(q, autoescape=True),
             )
         )
-    page = paginate(
-        db.session(), stmt, sort=SORTS[sort], id_column=Location.id, limit=limit, cursor=cursor
+    return paginated(
+        stmt,
+        sort=SORTS[sort],
+        id_column=Location.id,
+        limit=limit,
+        cursor=cursor,
+        dump=LocationSchema(many=True).dump,
     )
-    return list_response(LocationSchema(many=True).dump(page.items), page, request.url)
 
 
 @transaction.unit_of_work

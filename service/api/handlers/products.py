@@ -9,7 +9,7 @@ from service import db
 from service.api import transaction
 from service.api.conditional import not_modified, require_match, resource_response
 from service.api.middleware.disconnect import disconnected_event
-from service.api.pagination import list_response, paginate, sort_keys
+from service.api.pagination import paginated, sort_keys
 from service.api.responses import empty_response, json_response, negotiate
 from service.domain import product_io
 from service.domain.catalog import ProductFilter, find_clash
@@ -19,6 +19,7 @@ from service.problems import (
     ConflictProblem,
     UnprocessableProblem,
     UnsupportedCharsetProblem,
+    UnsupportedMediaTypeProblem,
     pointer_error,
 )
 from service.schemas.product import ProductInputSchema, ProductSchema
@@ -73,10 +74,14 @@ def list_products(
                 Product.name.icontains(q, autoescape=True),
             )
         )
-    page = paginate(
-        db.session(), stmt, sort=SORTS[sort], id_column=Product.id, limit=limit, cursor=cursor
+    return paginated(
+        stmt,
+        sort=SORTS[sort],
+        id_column=Product.id,
+        limit=limit,
+        cursor=cursor,
+        dump=ProductSchema(many=True).dump,
     )
-    return list_response(ProductSchema(many=True).dump(page.items), page, request.url)
 
 
 @transaction.unit_of_work
@@ -169,16 +174,27 @@ def _prepend(first: bytes, rest):
         rest.close()  # the client went away or the body ended: release the connection
 
 
+IMPORT_MEDIA_TYPES = (product_io.CSV, product_io.JSON)
+
+
 def import_products(body, dry_run: bool = False):
-    """Parse and check outside the transaction, then plan and write inside one."""
-    if request.mimetype == product_io.CSV:
+    """Parse and check outside the transaction, then plan and write inside one.
+
+    Every row is checked here, whichever way the body came: CSV never passes connexion's
+    validation, and JSON is checked again (cheaply: valid rows pass the quick check). A body
+    of any other media type, or of none, is refused here too, not only by the middleware.
+    """
+    media_type = request.mimetype
+    if media_type == product_io.CSV:
         charset = request.mimetype_params.get("charset", "utf-8").lower()
         if charset not in ("utf-8", "utf8", "us-ascii"):
             raise UnsupportedCharsetProblem(charset)
-        parsed = product_io.parse_csv(body or b"")
+        parsed = product_io.parse_csv(body if isinstance(body, bytes) else request.get_data())
+    elif media_type == product_io.JSON:
+        # The parsed array, or the raw bytes (parsed by the import's own bounded reader).
+        parsed = product_io.parse_json(body if isinstance(body, list) else request.get_data())
     else:
-        # connexion has checked the JSON against ProductImportRow already.
-        parsed = product_io.parse_json(body, validated=True)
+        raise UnsupportedMediaTypeProblem(media_type or None, IMPORT_MEDIA_TYPES)
     return _import(parsed, dry_run)
 
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
-from flask import request
 from sqlalchemy import func, select
 
 from service import db
@@ -13,8 +13,7 @@ from service.api import transaction
 from service.api.idempotency import idempotent
 from service.api.pagination import (
     Keyset,
-    list_response,
-    paginate,
+    paginated,
     sort_keys,
 )
 from service.api.params import timestamp_parameter
@@ -64,8 +63,8 @@ def _quantity_changes(lines, kind: str, location_id: int, sign: int) -> list[led
     ]
 
 
-@idempotent
 @transaction.unit_of_work
+@idempotent
 def create_receipt(body: dict):
     session = db.session()
     ledger.require_location(session, body["location_id"], "/location_id")
@@ -80,8 +79,8 @@ def create_receipt(body: dict):
     return _created(ledger.post(session, _authored(posting)))
 
 
-@idempotent
 @transaction.unit_of_work
+@idempotent
 def create_shipment(body: dict):
     session = db.session()
     ledger.require_location(session, body["location_id"], "/location_id")
@@ -96,8 +95,8 @@ def create_shipment(body: dict):
     return _created(ledger.post(session, _authored(posting)))
 
 
-@idempotent
 @transaction.unit_of_work
+@idempotent
 def create_transfer(body: dict):
     session = db.session()
     source, target = body["from_location_id"], body["to_location_id"]
@@ -127,8 +126,8 @@ def create_transfer(body: dict):
     return _created(ledger.post(session, _authored(posting)))
 
 
-@idempotent
 @transaction.unit_of_work
+@idempotent
 def create_adjustment(body: dict):
     session = db.session()
     location_id = body["location_id"]
@@ -161,8 +160,8 @@ def create_adjustment(body: dict):
     return _created(ledger.post(session, _authored(posting)))
 
 
-@idempotent
 @transaction.unit_of_work
+@idempotent
 def reverse_stock_movement(movement_id: int, body: dict | None = None):
     session = db.session()
     body = body or {}
@@ -193,15 +192,13 @@ def list_stock_movements(
     created_after: str | None = None,
     created_before: str | None = None,
 ):
-    stmt = select(StockMovement)
-    if product_id is not None:
-        stmt = stmt.where(StockMovement.product_id == product_id)
-    if location_id is not None:
-        stmt = stmt.where(StockMovement.location_id == location_id)
-    if kind is not None:
-        stmt = stmt.where(StockMovement.kind == kind)
-    if reference is not None:
-        stmt = stmt.where(StockMovement.reference == reference)
+    stmt = db.where_equal(
+        select(StockMovement),
+        (StockMovement.product_id, product_id),
+        (StockMovement.location_id, location_id),
+        (StockMovement.kind, kind),
+        (StockMovement.reference, reference),
+    )
     if created_after is not None:
         stmt = stmt.where(
             StockMovement.created_at >= timestamp_parameter(created_after, "created_after")
@@ -210,15 +207,14 @@ def list_stock_movements(
         stmt = stmt.where(
             StockMovement.created_at < timestamp_parameter(created_before, "created_before")
         )
-    page = paginate(
-        db.session(),
+    return paginated(
         stmt,
         sort=MOVEMENT_SORTS["-created_at"],
         id_column=StockMovement.id,
         limit=limit,
         cursor=cursor,
+        dump=StockMovementSchema(many=True).dump,
     )
-    return list_response(StockMovementSchema(many=True).dump(page.items), page, request.url)
 
 
 @transaction.unit_of_work
@@ -229,17 +225,18 @@ def list_stock_levels(
     location_id: int | None = None,
     below_reorder_point: bool | None = None,
 ):
-    stmt = select(StockLevel)
-    if product_id is not None:
-        stmt = stmt.where(StockLevel.product_id == product_id)
-    if location_id is not None:
-        stmt = stmt.where(StockLevel.location_id == location_id)
+    stmt = db.where_equal(
+        select(StockLevel),
+        (StockLevel.product_id, product_id),
+        (StockLevel.location_id, location_id),
+    )
     if below_reorder_point is not None:
         stmt = stmt.join(Product, Product.id == StockLevel.product_id)
         at_or_below = StockLevel.on_hand <= Product.reorder_point
         stmt = stmt.where(at_or_below if below_reorder_point else ~at_or_below)
-    page = paginate(db.session(), stmt, sort=LEVEL_ORDER, limit=limit, cursor=cursor)
-    return list_response(StockLevelSchema(many=True).dump(page.items), page, request.url)
+    return paginated(
+        stmt, sort=LEVEL_ORDER, limit=limit, cursor=cursor, dump=StockLevelSchema(many=True).dump
+    )
 
 
 @transaction.unit_of_work
@@ -271,15 +268,17 @@ def list_low_stock_alerts(limit: int = 50, cursor: str | None = None):
         .group_by(Product.id)
         .having(total <= Product.reorder_point)
     )
-    page = paginate(
-        db.session(), stmt, sort=ALERT_ORDER, limit=limit, cursor=cursor, entity=_product_of
+    return paginated(
+        stmt, sort=ALERT_ORDER, limit=limit, cursor=cursor, dump=_alerts, entity=_product_of
     )
-    items = [_alert(product, int(on_hand)) for product, on_hand in page.items]
-    return list_response(items, page, request.url)
 
 
 def _product_of(row: Any) -> Product:
     return row[0]
+
+
+def _alerts(rows: Sequence[Any]) -> list[dict[str, Any]]:
+    return [_alert(product, int(on_hand)) for product, on_hand in rows]
 
 
 def _alert(product: Product, on_hand: int) -> dict[str, Any]:

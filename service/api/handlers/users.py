@@ -9,13 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import request
 from sqlalchemy import select
 
 from service import db
 from service.api import transaction
 from service.api.conditional import not_modified, require_match, resource_response
-from service.api.pagination import list_response, paginate, sort_keys
+from service.api.pagination import paginated, sort_keys
 from service.api.responses import empty_response, json_response
 from service.api.security import current_principal
 from service.domain.accounts import (
@@ -121,10 +120,14 @@ def list_users(
         stmt = stmt.where(User.role == role)
     if is_active is not None:
         stmt = stmt.where(User.is_active.is_(is_active))
-    page = paginate(
-        db.session(), stmt, sort=OLDEST_FIRST, id_column=User.id, limit=limit, cursor=cursor
+    return paginated(
+        stmt,
+        sort=OLDEST_FIRST,
+        id_column=User.id,
+        limit=limit,
+        cursor=cursor,
+        dump=UserSchema(many=True).dump,
     )
-    return list_response(UserSchema(many=True).dump(page.items), page, request.url)
 
 
 def create_user(body: dict):

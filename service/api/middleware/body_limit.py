@@ -12,8 +12,10 @@ right credential still gets its 401/403) and before request validation:
   (connexion's validators and Flask under a2wsgi read no body without one).
 
 The server itself frames the body by ``Content-Length``, so a declared length cannot be
-exceeded. Limits are per operation (``operationId``), e.g. the product import's
-``STOREKEEPER_IMPORT_MAX_BYTES``.
+exceeded. Every request has a limit: ``default`` (``STOREKEEPER_MAX_BODY_BYTES``, 1 MiB),
+unless ``limits`` names its operation (``operationId``), e.g. the product import's
+``STOREKEEPER_IMPORT_MAX_BYTES``. A request connexion did not route (flasgger's pages, an
+unknown path) gets the default too.
 """
 
 from __future__ import annotations
@@ -37,19 +39,31 @@ def _content_length(scope: Scope) -> int | None:
     return None
 
 
+def _has_header(scope: Scope, name: bytes) -> bool:
+    return any(key == name for key, _ in scope.get("headers", []))
+
+
 class BodyLimitMiddleware:
-    def __init__(self, app: ASGIApp, *, limits: Mapping[str, int]) -> None:
+    def __init__(
+        self, app: ASGIApp, *, default: int | None = None, limits: Mapping[str, int] | None = None
+    ) -> None:
         self.app = app
-        self.limits = dict(limits)
+        self.default = default
+        self.limits = dict(limits or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        limit = self.limits.get(operation_name(scope) or "") if scope["type"] == "http" else None
+        limit = (
+            self.limits.get(operation_name(scope) or "", self.default)
+            if scope["type"] == "http"
+            else None
+        )
         if limit is None:
             await self.app(scope, receive, send)
             return
         declared = _content_length(scope)
-        if declared is not None:
-            if declared > limit:
+        if declared is not None or not _has_header(scope, b"transfer-encoding"):
+            # HTTP/1.1 frames a body by one of the two; without either there is none.
+            if declared is not None and declared > limit:
                 raise PayloadTooLargeProblem(limit)
             await self.app(scope, receive, send)
             return

@@ -60,17 +60,37 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
+from service.db import snapshot_engine
 from service.domain.catalog import ProductFilter
-from service.formats import CSV, JSON, escape_formula, loads_json, unescape_formula, utcnow
+from service.formats import (
+    CSV,
+    JSON,
+    JSONTooDeep,
+    escape_formula,
+    loads_json,
+    unescape_formula,
+    utcnow,
+)
 from service.models import Category, Product
 from service.models.product import sku_key
 from service.problems import (
     ConcurrentChangeProblem,
     ImportInputProblem,
     ImportRowsProblem,
+    JSONTooDeepProblem,
     row_error,
 )
-from service.schema_check import escape_pointer, explain, quick_check, request_validator
+from service.schema_check import (
+    EXCERPT_CHARS,
+    NUL,
+    NUL_DETAIL,
+    NUL_KEY_DETAIL,
+    escape_pointer,
+    excerpt,
+    explain,
+    quick_check,
+    request_validator,
+)
 from service.spec import schema as spec_schema
 
 FORMATS = {"csv": CSV, "json": JSON}
@@ -237,6 +257,9 @@ def _read_header(cells: list[str], line: int, schema: RowSchema) -> list[str]:
     for position, name in enumerate(header, start=1):
         if not name:
             problems.append(row_error(line, None, f"Column {position} has no name."))
+        elif NUL in name or len(name) > EXCERPT_CHARS:  # not a column; not echoed whole
+            reason = NUL_DETAIL if NUL in name else f"Unknown column {excerpt(name)}."
+            problems.append(row_error(line, None, f"Column {position}: {reason}"))
         elif name in seen:
             problems.append(row_error(line, name, "This column appears more than once."))
         elif name not in schema.fields:
@@ -259,12 +282,14 @@ def _convert_cell(spec: FieldSpec, cell: str) -> tuple[Any, str | None]:
         if spec.nullable:
             return None, None
         return None, "This field may not be empty."
+    if NUL in cell:  # PostgreSQL cannot store it in text; no field of a product holds one
+        return None, NUL_DETAIL
     if spec.type == "integer":
         text = cell.strip()
         if not _INTEGER.match(text):
-            return None, f"{cell!r} is not a whole number."
+            return None, f"{excerpt(cell)} is not a whole number."
         if len(text) > 20:  # far out of every range (and int() of huge strings is slow)
-            return None, f"{cell!r} is out of range."
+            return None, f"{excerpt(cell)} is out of range."
         return int(text), None
     if spec.type == "boolean":
         text = cell.strip().lower()
@@ -272,7 +297,7 @@ def _convert_cell(spec: FieldSpec, cell: str) -> tuple[Any, str | None]:
             return True, None
         if text in _FALSE:
             return False, None
-        return None, f"{cell!r} is not a boolean (true/false, 1/0, yes/no)."
+        return None, f"{excerpt(cell)} is not a boolean (true/false, 1/0, yes/no)."
     return unescape_formula(cell), None
 
 
@@ -349,6 +374,8 @@ def load_json(data: bytes) -> Any:
         raise ImportInputProblem("The body is empty; send a JSON array of products.")
     try:
         return loads_json(text)
+    except JSONTooDeep as exc:
+        raise JSONTooDeepProblem(exc.limit) from exc
     except json.JSONDecodeError as exc:
         raise ImportInputProblem(
             f"The body is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})."
@@ -357,14 +384,28 @@ def load_json(data: bytes) -> Any:
         raise ImportInputProblem(f"The body is not valid JSON: {exc}.") from exc
 
 
+def _nul_problems(item: dict[str, Any], line: int, pointer: str) -> list[dict[str, Any]]:
+    """A row's keys and text values holding a NUL (nested values break the schema anyway)."""
+    problems = []
+    for key, value in item.items():
+        if NUL in key:
+            problems.append(row_error(line, None, NUL_KEY_DETAIL, pointer))
+        elif isinstance(value, str) and NUL in value:
+            problems.append(row_error(line, key, NUL_DETAIL, _pointer(pointer, key)))
+    return problems
+
+
 def parse_json(
     body: Any,
     *,
     schema: RowSchema | None = None,
-    validated: bool = False,
     progress: Progress | None = None,
 ) -> ParsedImport:
-    """Rows of a JSON body (bytes, or the array already parsed and checked by connexion)."""
+    """Rows of a JSON body (bytes, or the array already parsed), each row checked here.
+
+    Also when the API's request validation has checked them already: the import never
+    trusts the path a body came by (a cheap check, since valid rows pass the quick check).
+    """
     schema = schema or row_schema()
     if isinstance(body, bytes | bytearray):
         body = load_json(bytes(body))
@@ -376,11 +417,10 @@ def parse_json(
         if not isinstance(item, dict):
             parsed.errors.append(row_error(line, None, "Each row must be an object.", pointer))
             continue
-        if not validated:
-            problems = schema.errors(item, line, pointer)
-            if problems:
-                parsed.errors.extend(problems)
-                continue
+        problems = _nul_problems(item, line, pointer) or schema.errors(item, line, pointer)
+        if problems:
+            parsed.errors.extend(problems)
+            continue
         values = {k: v for k, v in item.items() if k not in IGNORED_COLUMNS}
         parsed.rows.append(ImportRow(line, values, pointer))
         if progress is not None:
@@ -709,14 +749,8 @@ _EXPORT_QUERY_COLUMNS = (
 @contextlib.contextmanager
 def read_snapshot(engine: Engine) -> Iterator[Connection]:
     """A connection reading one consistent snapshot, closed on exit."""
-    with engine.connect() as connection:
-        if engine.dialect.name == "postgresql":
-            connection.execution_options(
-                isolation_level="REPEATABLE READ", postgresql_readonly=True
-            )
-        # SQLite (service.db): a deferred BEGIN; in WAL mode the first read fixes the snapshot.
-        with connection.begin():
-            yield connection
+    with snapshot_engine(engine).connect() as connection, connection.begin():
+        yield connection
 
 
 def export_filename(media_type: str, today: date | None = None) -> str:
