@@ -56,3 +56,22 @@ def create_location(client, code: str = "WH1-A01", name: str | None = None, **fi
     response = client.post("/api/v1/locations", json=body)
     assert response.status_code == 201, response.text
     return response.json()
+
+
+def asgi_scope(method: str, path: str, headers: dict[str, str]) -> dict[str, Any]:
+    """An HTTP request scope for calling the ASGI app directly, ``path`` exactly as given."""
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"host", b"testserver")]
+        + [(k.lower().encode(), v.encode()) for k, v in headers.items()],
+        "client": ("127.0.0.1", 50000),
+        "server": ("testserver", 80),
+    }

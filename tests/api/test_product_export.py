@@ -14,7 +14,7 @@ from sqlalchemy import insert
 from service.domain import product_io
 from service.formats import escape_formula, unescape_formula
 from service.models import Product
-from tests.helpers import assert_problem, create_category, create_product
+from tests.helpers import asgi_scope, assert_problem, create_category, create_product
 
 EXPORT = "/api/v1/products/export"
 PRODUCTS = "/api/v1/products"
@@ -272,22 +272,7 @@ def asgi_get(app, headers: dict[str, str], *, on_body=None, disconnect_after: in
             if not message.get("more_body", False) or bodies == disconnect_after:
                 gone.set()
 
-        scope = {
-            "type": "http",
-            "asgi": {"version": "3.0"},
-            "http_version": "1.1",
-            "method": "GET",
-            "scheme": "http",
-            "path": EXPORT,
-            "raw_path": EXPORT.encode(),
-            "root_path": "",
-            "query_string": b"",
-            "headers": [(b"host", b"testserver")]
-            + [(k.lower().encode(), v.encode()) for k, v in headers.items()],
-            "client": ("127.0.0.1", 50000),
-            "server": ("testserver", 80),
-        }
-        await app(scope, receive, send)
+        await app(asgi_scope("GET", EXPORT, headers), receive, send)
 
     asyncio.run(run())
     return messages

@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException
 
 from service import spec
 from service.api.middleware.path_guard import is_canonical
-from tests.helpers import assert_problem
+from tests.helpers import asgi_scope, assert_problem
 
 METHODS = ("get", "put", "post", "delete", "patch")
 BASE = "http://testserver"  # a URL, so that a leading "//" is not read as a host
@@ -128,21 +128,7 @@ def test_dot_segments_sent_verbatim_are_404(app, auth_headers, handler_calls, pa
 
 def asgi_get(app, path: str, headers: dict[str, str]) -> tuple[int, dict[bytes, bytes], bytes]:
     """GET ``path`` exactly as given, straight through the ASGI app."""
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "root_path": "",
-        "query_string": b"",
-        "headers": [(b"host", b"testserver")]
-        + [(k.lower().encode(), v.encode()) for k, v in headers.items()],
-        "client": ("127.0.0.1", 1234),
-        "server": ("testserver", 80),
-    }
+    scope = asgi_scope("GET", path, headers)
     sent: list[dict] = []
 
     async def receive():
