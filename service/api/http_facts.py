@@ -16,7 +16,7 @@ def operation_name(scope: dict) -> str | None:
 
 # path template regex → methods the spec defines for it; filled when the app is built.
 _ALLOWED: list[tuple[re.Pattern[str], list[str]]] = []
-_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
+HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 
 
 def _path_pattern(template: str) -> re.Pattern[str]:
@@ -29,7 +29,7 @@ def register_spec_paths(paths: dict) -> None:
     """Remember which methods each spec path allows, for truthful ``Allow`` headers."""
     _ALLOWED.clear()
     for template, item in paths.items():
-        methods = sorted(m.upper() for m in item if m in _METHODS)
+        methods = sorted(m.upper() for m in item if m in HTTP_METHODS)
         if "GET" in methods and "HEAD" not in methods:
             methods.append("HEAD")
         _ALLOWED.append((_path_pattern(template), methods))

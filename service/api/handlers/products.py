@@ -9,6 +9,7 @@ from service import db
 from service.api import transaction
 from service.api.conditional import not_modified, require_match, resource_response
 from service.api.middleware.disconnect import disconnected_event
+from service.api.middleware.media_type import charset_accepted
 from service.api.pagination import paginated, sort_keys
 from service.api.responses import empty_response, json_response, negotiate
 from service.domain import product_io
@@ -186,8 +187,8 @@ def import_products(body, dry_run: bool = False):
     """
     media_type = request.mimetype
     if media_type == product_io.CSV:
-        charset = request.mimetype_params.get("charset", "utf-8").lower()
-        if charset not in ("utf-8", "utf8", "us-ascii"):
+        charset = request.mimetype_params.get("charset")
+        if not charset_accepted(charset):
             raise UnsupportedCharsetProblem(charset)
         parsed = product_io.parse_csv(body if isinstance(body, bytes) else request.get_data())
     elif media_type == product_io.JSON:

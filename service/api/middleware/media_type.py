@@ -26,13 +26,12 @@ from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from service.api.http_facts import operation_name
+from service.api.http_facts import HTTP_METHODS, operation_name
 from service.problems import UnsupportedCharsetProblem, UnsupportedMediaTypeProblem
 from service.spec import inline_refs
 
 # What a body may declare as its charset; an absent one means UTF-8.
 ACCEPTED_CHARSETS = frozenset({"utf-8", "utf8", "us-ascii"})
-_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 
 
 def charset_accepted(charset: str | None) -> bool:
@@ -61,7 +60,7 @@ def body_contracts(document: Mapping[str, Any]) -> dict[str, BodyContract]:
     contracts: dict[str, BodyContract] = {}
     for item in document.get("paths", {}).values():
         for method, operation in item.items():
-            if method not in _METHODS or "requestBody" not in operation:
+            if method not in HTTP_METHODS or "requestBody" not in operation:
                 continue
             body = inline_refs(operation["requestBody"], document)
             contracts[operation["operationId"]] = BodyContract(tuple(body.get("content", {})))
