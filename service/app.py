@@ -16,7 +16,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException
 
 from service import spec
-from service.api.docs import DOCS_ROUTE, init_docs
+from service.api.docs import DOCS_ROUTE, init_docs, serve_spec
 from service.api.docs import TEMPLATES as DOCS_TEMPLATES
 from service.api.http_facts import register_spec_paths
 from service.api.middleware.body_limit import BodyLimitMiddleware
@@ -40,8 +40,6 @@ from service.config import Settings
 from service.db import Database
 from service.db_faults import DatabaseTimeouts
 from service.problems import Problem
-
-SPEC_URL = "/openapi.json"
 
 
 def _snake_case(name: str) -> str:
@@ -86,7 +84,9 @@ def create_app(settings: Settings | None = None) -> connexion.FlaskApp:
         validator_map=VALIDATORS,
         jsonifier=Jsonifier(json, separators=(",", ":")),
         # flasgger serves the one docs UI (/apidocs); connexion serves the raw spec.
-        swagger_ui_options=SwaggerUIOptions(swagger_ui=False, spec_path=SPEC_URL),
+        # flasgger serves the docs UI; service.api.docs serves the spec as written (connexion
+        # would serve a fully dereferenced copy).
+        swagger_ui_options=SwaggerUIOptions(swagger_ui=False, serve_spec=False),
     )
     database = Database(
         settings.database_url,
@@ -143,6 +143,7 @@ def create_app(settings: Settings | None = None) -> connexion.FlaskApp:
     flask_app = app.app
     flask_app.extensions[EXTENSION_KEY] = database
     flask_app.extensions[RATE_LIMITS_KEY] = rate_limits
+    serve_spec(flask_app, settings.spec_path)
     init_docs(flask_app, settings.spec_path)
     refuse_unrouted_views(flask_app)
     return app

@@ -1,4 +1,8 @@
-"""Swagger UI (flasgger) for the hand-written spec, at /apidocs.
+"""The contract as written, at /openapi.json and /openapi.yaml, and Swagger UI (flasgger) for it.
+
+``/openapi.yaml`` is ``openapi/openapi.yaml`` byte for byte; ``/openapi.json`` is the same
+document as JSON: components, ``$ref``s and ``servers`` exactly as written, so a generator
+makes the named types we wrote (connexion's own copy is fully dereferenced). Both are public.
 
 flasgger is told to take the spec verbatim: OpenAPI 3 mode, and a rule filter that rejects
 every Flask route so no docstring or view ever leaks into the documented contract.
@@ -11,15 +15,41 @@ page in headless Chromium.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
+import yaml
 from flasgger import Swagger
-from flask import Flask
+from flask import Flask, Response, request
 
 # The Flask app's template folder (its templates win over flasgger's own).
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 DOCS_ROUTE = "/apidocs/"
 DOCS_SPEC_ROUTE = "/apidocs/openapi.json"
+
+
+SPEC_JSON_ROUTE = "/openapi.json"
+SPEC_YAML_ROUTE = "/openapi.yaml"
+
+
+def serve_spec(flask_app: Flask, spec_path: Path) -> None:
+    """Serve the spec file as written (YAML) and as the same document in JSON."""
+    text = spec_path.read_text(encoding="utf-8")
+    as_json = json.dumps(yaml.safe_load(text), ensure_ascii=False, indent=1) + "\n"
+    tag = '"' + hashlib.sha256(text.encode("utf-8")).hexdigest()[:32] + '"'
+
+    def answer(body: str, media_type: str) -> Response:
+        if tag in request.headers.get("If-None-Match", ""):
+            return Response(status=304, headers={"ETag": tag})
+        return Response(body, mimetype=media_type, headers={"ETag": tag})
+
+    flask_app.add_url_rule(
+        SPEC_JSON_ROUTE, "openapi_json", lambda: answer(as_json, "application/json")
+    )
+    flask_app.add_url_rule(
+        SPEC_YAML_ROUTE, "openapi_yaml", lambda: answer(text, "application/yaml")
+    )
 
 
 def _reject_every_rule(_rule) -> bool:

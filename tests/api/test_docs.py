@@ -1,4 +1,4 @@
-"""One contract, two renderings: connexion's /openapi.json and flasgger's Swagger UI."""
+"""One contract: served as written at /openapi.json and /openapi.yaml, and in Swagger UI."""
 
 from __future__ import annotations
 
@@ -28,6 +28,27 @@ def test_raw_spec_is_the_hand_written_contract(client):
     served = response.json()
     assert served["openapi"].startswith("3.0.")
     assert _operations(served) == _operations(_source_spec())
+
+
+def test_the_served_spec_is_the_file_as_written(anonymous_client):
+    """Components, $refs and servers intact: what generators need for named types."""
+    source = Settings().spec_path.read_text(encoding="utf-8")
+    as_yaml = anonymous_client.get("/openapi.yaml")
+    assert as_yaml.status_code == 200
+    assert as_yaml.headers["content-type"].startswith("application/yaml")
+    assert as_yaml.text == source
+    as_json = anonymous_client.get("/openapi.json")
+    assert as_json.status_code == 200
+    assert as_json.headers["content-type"].startswith("application/json")
+    served = as_json.json()
+    assert served == yaml.safe_load(source)
+    assert served["servers"] == yaml.safe_load(source)["servers"]
+    refs = as_json.text.count('"$ref"')
+    assert refs > 100, f"only {refs} $refs: the served spec looks dereferenced"
+    # Conditional: the document only changes with a deployment.
+    tag = as_json.headers["etag"]
+    assert anonymous_client.get("/openapi.json", headers={"If-None-Match": tag}).status_code == 304
+    assert as_yaml.headers["etag"] == tag
 
 
 def test_swagger_ui_serves_exactly_the_same_operations(client):
