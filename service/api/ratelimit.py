@@ -69,6 +69,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from werkzeug.wrappers import Response
 
 from service.api.http_facts import operation_name
+from service.api.middleware.body import body_of, read_body, replay
 from service.api.security import current_principal
 from service.domain.accounts import Principal
 from service.formats import loads_json
@@ -410,32 +411,6 @@ def _body_email(scope: Scope, body: bytes, policy: Policy) -> str | None:
     return email_key(value)
 
 
-async def _read_body(receive: Receive) -> tuple[list[Message], bytes]:
-    """Every message of the request body, and the body (the size limit ran before us)."""
-    messages: list[Message] = []
-    chunks: list[bytes] = []
-    while True:
-        message = await receive()
-        messages.append(message)
-        if message["type"] != "http.request":
-            break
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            break
-    return messages, b"".join(chunks)
-
-
-def _replay(messages: list[Message], receive: Receive) -> Receive:
-    pending = iter(messages)
-
-    async def replay() -> Message:
-        for message in pending:
-            return message
-        return await receive()
-
-    return replay
-
-
 def _credential(scope: Scope) -> str | None:
     """The caller's budget key, from what connexion's security layer put in the scope."""
     context = scope.get("extensions", {}).get("connexion_context", {})
@@ -472,8 +447,9 @@ class RateLimitMiddleware:
             return
         email = None
         if policy.by_email:
-            messages, body = await _read_body(receive)
-            receive = _replay(messages, receive)
+            messages = await read_body(receive)
+            body = body_of(messages)
+            receive = replay(messages, receive)
             email = _body_email(scope, body, policy)
         caller = Caller(self.limits.scope_address(scope), _credential(scope), email)
         if self.limits.shared:  # Redis: network I/O, off the event loop

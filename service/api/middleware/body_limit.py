@@ -21,11 +21,11 @@ unknown path) gets the default too.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.api.http_facts import operation_name
+from service.api.middleware.body import body_of, read_body, replay
 from service.problems import PayloadTooLargeProblem
 
 
@@ -67,38 +67,12 @@ class BodyLimitMiddleware:
                 raise PayloadTooLargeProblem(limit)
             await self.app(scope, receive, send)
             return
-        messages = await self._read_within(receive, limit)
-        length = sum(len(m.get("body", b"")) for m in messages if m["type"] == "http.request")
+        messages = await read_body(receive, limit)
+        length = len(body_of(messages))
         headers = [
             (name, value)
             for name, value in scope.get("headers", [])
             if name not in (b"content-length", b"transfer-encoding")
         ]
         headers.append((b"content-length", str(length).encode("latin-1")))
-        await self.app({**scope, "headers": headers}, _replay(messages, receive), send)
-
-    @staticmethod
-    async def _read_within(receive: Receive, limit: int) -> list[Message]:
-        messages: list[Message] = []
-        received = 0
-        while True:
-            message = await receive()
-            messages.append(message)
-            if message["type"] != "http.request":
-                return messages  # the client went away: let the app see it
-            received += len(message.get("body", b""))
-            if received > limit:
-                raise PayloadTooLargeProblem(limit)
-            if not message.get("more_body", False):
-                return messages
-
-
-def _replay(messages: list[Message], receive: Receive) -> Receive:
-    pending = iter(messages)
-
-    async def replay() -> Any:
-        for message in pending:
-            return message
-        return await receive()
-
-    return replay
+        await self.app({**scope, "headers": headers}, replay(messages, receive), send)
