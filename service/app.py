@@ -33,6 +33,7 @@ from service.api.problem_handlers import (
 )
 from service.api.ratelimit import EXTENSION_KEY as RATE_LIMITS_KEY
 from service.api.ratelimit import RateLimitingResolver, RateLimitMiddleware, RateLimits
+from service.api.routing import middlewares as routing_middlewares
 from service.api.security import DatabaseScopeMiddleware
 from service.api.transaction import EXTENSION_KEY
 from service.api.validators import VALIDATORS
@@ -70,7 +71,12 @@ def create_app(settings: Settings | None = None) -> connexion.FlaskApp:
     configure_logging(settings.log_level)
 
     rate_limits = RateLimits(settings)
-    app = connexion.FlaskApp(__name__, server_args={"template_folder": str(DOCS_TEMPLATES)})
+    app = connexion.FlaskApp(
+        __name__,
+        server_args={"template_folder": str(DOCS_TEMPLATES)},
+        # A malformed path id is routed and refused by validation (400), not a bare 404.
+        middlewares=routing_middlewares(),
+    )
     # Flask matches only the exact spelling of a route: no merged `//`, and (strict slashes)
     # no trailing `/` on a slash-less rule. PathGuardMiddleware refuses both before routing.
     app.app.url_map.merge_slashes = False

@@ -181,10 +181,9 @@ def test_id_beyond_int32_in_path_is_a_problem_not_500(client, path):
 
 
 @pytest.mark.parametrize("path", [f"{PRODUCTS}/0", f"{PRODUCTS}/-1", f"{PRODUCTS}/abc"])
-def test_invalid_id_in_path_is_a_problem_not_500(client, path):
-    response = client.get(path)
-    assert response.status_code in (400, 404), response.text
-    assert_problem(response, response.status_code)
+def test_invalid_id_in_path_is_a_400_naming_it(client, path):
+    problem = assert_problem(client.get(path), 400, "validation-error")
+    assert [e["parameter"] for e in problem["errors"]] == ["product_id"]
 
 
 def test_bad_path_id_is_reported_once(client):
