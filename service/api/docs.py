@@ -4,8 +4,10 @@
 document as JSON: components, ``$ref``s and ``servers`` exactly as written, so a generator
 makes the named types we wrote (connexion's own copy is fully dereferenced). Both are public.
 
-flasgger is told to take the spec verbatim: OpenAPI 3 mode, and a rule filter that rejects
-every Flask route so no docstring or view ever leaks into the documented contract.
+Swagger UI (flasgger) reads that same ``/openapi.json``: flasgger's spec route is declared at
+that path and its view is ours, so the page documents exactly the served contract (flasgger's
+own rendering of the file is never served). It is told to take the spec verbatim anyway: OpenAPI
+3 mode, and a rule filter that rejects every Flask route so no docstring or view leaks in.
 
 service/api/templates/flasgger/head.html overrides flasgger's page head (Flask searches the
 app's templates, :data:`TEMPLATES`, before a blueprint's) to drop its Google Fonts link: the
@@ -26,11 +28,9 @@ from flask import Flask, Response, request
 # The Flask app's template folder (its templates win over flasgger's own).
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 DOCS_ROUTE = "/apidocs/"
-DOCS_SPEC_ROUTE = "/apidocs/openapi.json"
-
-
 SPEC_JSON_ROUTE = "/openapi.json"
 SPEC_YAML_ROUTE = "/openapi.yaml"
+SPEC_JSON_ENDPOINT = "openapi_json"
 
 
 def serve_spec(flask_app: Flask, spec_path: Path) -> None:
@@ -45,7 +45,7 @@ def serve_spec(flask_app: Flask, spec_path: Path) -> None:
         return Response(body, mimetype=media_type, headers={"ETag": tag})
 
     flask_app.add_url_rule(
-        SPEC_JSON_ROUTE, "openapi_json", lambda: answer(as_json, "application/json")
+        SPEC_JSON_ROUTE, SPEC_JSON_ENDPOINT, lambda: answer(as_json, "application/json")
     )
     flask_app.add_url_rule(
         SPEC_YAML_ROUTE, "openapi_yaml", lambda: answer(text, "application/yaml")
@@ -57,13 +57,14 @@ def _reject_every_rule(_rule) -> bool:
 
 
 def init_docs(flask_app: Flask, spec_path: Path) -> Swagger:
+    """Swagger UI at /apidocs/, reading /openapi.json (call :func:`serve_spec` first)."""
     config = {
         "openapi": "3.0.3",
         "headers": [],
         "specs": [
             {
-                "endpoint": "apidocs_spec",
-                "route": DOCS_SPEC_ROUTE,
+                "endpoint": SPEC_JSON_ENDPOINT,
+                "route": SPEC_JSON_ROUTE,
                 "rule_filter": _reject_every_rule,
                 "model_filter": _reject_every_rule,
             }
@@ -78,4 +79,11 @@ def init_docs(flask_app: Flask, spec_path: Path) -> Swagger:
         # ReferenceError that stops the script before `window.ui` exists.
         "auth": {},
     }
-    return Swagger(flask_app, template_file=str(spec_path), config=config, merge=False)
+    swagger = Swagger(flask_app, template_file=str(spec_path), config=config, merge=False)
+    # flasgger adds a rule for its copy of the spec at /openapi.json, behind serve_spec's own
+    # (Flask dispatches to the first), and the page links to it by that endpoint: both answer
+    # the document as written.
+    flask_app.view_functions[f"flasgger.{SPEC_JSON_ENDPOINT}"] = flask_app.view_functions[
+        SPEC_JSON_ENDPOINT
+    ]
+    return swagger

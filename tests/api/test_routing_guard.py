@@ -183,12 +183,12 @@ def test_the_docs_without_slash_redirect_relatively(anonymous):
     assert response.headers["location"] == "/apidocs/?x=1"
 
 
-@pytest.mark.parametrize("path", ["/apidocs/openapi.json", "/openapi.json"])
+@pytest.mark.parametrize("path", ["/openapi.json", "/openapi.yaml"])
 def test_the_raw_specs_are_served(anonymous, path):
     assert anonymous.get(path).status_code == 200
 
 
-@pytest.mark.parametrize("path", ["//apidocs/", "/apidocs//", "/apidocs/openapi.json/"])
+@pytest.mark.parametrize("path", ["//apidocs/", "/apidocs//", "/openapi.json/"])
 def test_misspelled_docs_paths_are_404(anonymous, path):
     assert_problem(anonymous.get(BASE + path), 404)
 

@@ -178,7 +178,10 @@ def test_swagger_ui_authorizes_and_tries_out_the_product_list(chromium, live, pa
     spec = _spec()
     problems = PageProblems(page, live.base_url)
 
-    page.goto(f"{live.base_url}/apidocs/")
+    # The page reads the spec as served at /openapi.json (the document as written).
+    with page.expect_response(lambda r: urlsplit(r.url).path == "/openapi.json") as loaded:
+        page.goto(f"{live.base_url}/apidocs/")
+    assert loaded.value.status == 200 and loaded.value.json() == spec
     expect(page.locator(".swagger-ui .info .title")).to_contain_text(spec["info"]["title"])
 
     # Every tag is an operation group, holding exactly the operations the spec files under it.
