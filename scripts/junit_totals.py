@@ -1,8 +1,8 @@
 """Print the test totals of every JUnit XML report given, ending on the plain totals line.
 
 CI ends with this so that a reader of the log (human or machine) sees the whole run's outcome
-as its very last line, in the plain `N passed, N failed` form, not the last tool's own
-summary; the skipped count comes on the line before.
+as its very last line, in the plain `N passed, N failed, N skipped` form, not the last tool's
+own summary (the tools' full output is kept in artifacts/).
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ def totals(paths: list[Path]) -> tuple[int, int, int]:
 def main(argv: list[str]) -> int:
     paths = [Path(arg) for arg in argv if Path(arg).is_file()]
     passed, failed, skipped = totals(paths)
-    print(f"skipped: {skipped} (from {len(paths)} JUnit reports)")
-    print(f"{passed} passed, {failed} failed")
+    print(f"totals from {len(paths)} JUnit reports:")
+    print(f"{passed} passed, {failed} failed, {skipped} skipped")
     return 0
 
 
