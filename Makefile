@@ -5,7 +5,7 @@
 #                   terminal with an empty catalog it first offers the demo catalog
 #   make demo       load the demo catalog (80 products, 90 days of stock history)
 #   make test       ruff check, ruff format --check, spec linters, sdk-check, pytest
-#   make sdk-check  generate the TypeScript client into build/clients and type-check sdk/typescript
+#   make sdk-check  generate the TypeScript clients into build/clients and type-check sdk/*/e2e.ts
 #   make contract   live schemathesis run against the production server command
 #
 # Environment:
@@ -19,7 +19,8 @@
 #                                   e.g. postgresql+psycopg://postgres@127.0.0.1:5432/postgres
 #                                   (not set here; without it they are skipped locally and
 #                                   fail when CI=true)
-#   CONTRACT_DATABASE_URL, CONTRACT_PORT, SCHEMATHESIS_SEED, SCHEMATHESIS_MAX_EXAMPLES
+#   CONTRACT_DATABASE_URL, CONTRACT_PORT, CONTRACT_DEMO, SCHEMATHESIS_SEED,
+#   SCHEMATHESIS_MAX_EXAMPLES, SCHEMATHESIS_STATEFUL_TIME
 #                                   see scripts/contract-live.sh
 
 SHELL := bash
@@ -83,10 +84,16 @@ $(NODE_STAMP): package.json package-lock.json
 lint-spec: $(NODE_STAMP) ## Spectral and Redocly on openapi/openapi.yaml: zero errors, zero warnings
 	bash scripts/lint-spec.sh
 
-# The Python client is generated and exercised by tests/e2e/test_sdk_python.py (part of pytest).
-sdk-check: $(NODE_STAMP) ## Generate the TypeScript client (build/clients) and tsc --noEmit sdk/typescript
-	bash scripts/generate-clients.sh typescript
-	node_modules/.bin/tsc --noEmit -p sdk/typescript
+# The TypeScript clients, one per stock generator, and the flow written against each. The Python
+# client is generated and exercised by tests/e2e/test_sdk_python.py; all four run live in pytest.
+SDK_TS_TARGETS := hey-api openapi-fetch orval
+
+sdk-check: $(NODE_STAMP) ## Generate the TypeScript clients (build/clients) and tsc --noEmit each sdk/<target>/e2e.ts
+	bash scripts/generate-clients.sh $(SDK_TS_TARGETS)
+	for target in $(SDK_TS_TARGETS); do \
+		echo "+ tsc --noEmit -p sdk/$$target"; \
+		node_modules/.bin/tsc --noEmit -p "sdk/$$target" || exit 1; \
+	done
 
 lint: $(STAMP) ## ruff check and ruff format --check
 	"$(BIN)/ruff" check .

@@ -3,9 +3,11 @@
     python scripts/api_compat.py openapi/released/1.0.0.yaml openapi/openapi.yaml
 
 Breaking for existing clients (each reported with where it happened):
-- an operation (method + path) removed;
-- a request: a new required parameter or body field, a body field removed (bodies refuse
-  unknown fields), a narrower type, enum, length, range or pattern;
+- an operation (method + path) removed, or its operationId changed (generated clients name
+  their methods after it);
+- a request: a media type no longer accepted, a new required parameter or body field, a body
+  field removed (bodies refuse unknown fields), a narrower type, enum, length, range or
+  pattern (an enum replaced by rules only if they refuse one of its values);
 - a success response: a field removed or no longer always present, a wider type or enum
   (clients may not handle the new values) or a newly nullable field.
 Adding operations, optional inputs or response fields is not breaking. Exit status 1 when
@@ -14,6 +16,7 @@ something breaks and the major version did not move.
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -77,6 +80,19 @@ def _operations(spec: dict) -> dict[tuple[str, str], dict]:
     return found
 
 
+def _admits(schema: dict, value: Any) -> bool:
+    """Whether ``schema``'s own length, pattern and range rules accept ``value``."""
+    if isinstance(value, str):
+        if len(value) > schema.get("maxLength", len(value)):
+            return False
+        if len(value) < schema.get("minLength", 0):
+            return False
+        if "pattern" in schema and not re.search(schema["pattern"], value):
+            return False
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    return not number or schema.get("minimum", value) <= value <= schema.get("maximum", value)
+
+
 def _compare_request(old: Any, new: Any, where: str, r_old, r_new, out: list[str]) -> None:
     old, new = r_old(old), r_new(new)
     if not isinstance(old, dict) or not isinstance(new, dict):
@@ -89,11 +105,17 @@ def _compare_request(old: Any, new: Any, where: str, r_old, r_new, out: list[str
         out.append(f"{where}: now restricted to {new['enum']}")
     if old.get("nullable") and not new.get("nullable"):
         out.append(f"{where}: no longer accepts null")
-    if new.get("pattern") != old.get("pattern") and "pattern" in new:
-        out.append(f"{where}: pattern changed")
-    for keyword, narrower in NARROWING.items():
-        if keyword in new and (keyword not in old or narrower(old[keyword], new[keyword])):
-            out.append(f"{where}: {keyword} {old.get(keyword)} → {new[keyword]}")
+    if "enum" in old and "enum" not in new:
+        # The enum was all a client could send: narrower only if the new rules refuse some of it.
+        refused = [value for value in old["enum"] if not _admits(new, value)]
+        if refused:
+            out.append(f"{where}: no longer accepts {refused}")
+    else:
+        if new.get("pattern") != old.get("pattern") and "pattern" in new:
+            out.append(f"{where}: pattern changed")
+        for keyword, narrower in NARROWING.items():
+            if keyword in new and (keyword not in old or narrower(old[keyword], new[keyword])):
+                out.append(f"{where}: {keyword} {old.get(keyword)} → {new[keyword]}")
     old_props, new_props = old.get("properties", {}), new.get("properties", {})
     for name in sorted(set(new.get("required", [])) - set(old.get("required", []))):
         out.append(f"{where}/{name}: newly required")
@@ -139,6 +161,10 @@ def breaking_changes(old_spec: dict, new_spec: dict) -> list[str]:
         if new_op is None:
             out.append(f"{where}: operation removed")
             continue
+        if old_op.get("operationId") != new_op.get("operationId"):
+            out.append(
+                f"{where}: operationId {old_op.get('operationId')} → {new_op.get('operationId')}"
+            )
         old_params = {(p["in"], p["name"]): p for p in map(r_old, old_op["parameters"])}
         new_params = {(p["in"], p["name"]): p for p in map(r_new, new_op["parameters"])}
         for pkey, param in new_params.items():

@@ -14,9 +14,9 @@ times, ``--repeat`` times each (median and max):
   middle of the history;
 * GET /api/v1/reports/movements: group_by day, product, location and kind over the whole
   history, as JSON and as CSV (``Accept: text/csv``);
-* POST /api/v1/products/import: the exported CSV back (``dry_run=true``, then for real), and
-  a CSV of as many new SKUs as the catalog has products (dry run, then for real: every
-  repetition adds its own SKUs).
+* POST /api/v1/products/import/csv: the exported CSV back as a file upload (``dry_run=true``,
+  then for real), and a CSV of as many new SKUs as the catalog has products (dry run, then
+  for real: every repetition adds its own SKUs).
 
 For every request it also records the serving worker's peak RSS (``VmHWM`` of
 ``/proc/<pid>/status``, reset before each request through ``/proc/<pid>/clear_refs`` when
@@ -398,7 +398,7 @@ def measure(
 
 
 def login(server: LiveServer) -> dict[str, str]:
-    """A new admin through the CLI, then a token through POST /api/v1/auth/token."""
+    """A new admin through the CLI, then a token through POST /api/v1/auth/login."""
     email = f"bench-{uuid.uuid4().hex[:8]}@example.com"
     password = f"bench-{uuid.uuid4().hex}"
     env = {**os.environ, "DATABASE_URL": server.database_url}
@@ -422,7 +422,7 @@ def login(server: LiveServer) -> dict[str, str]:
         capture_output=True,
     )
     response = httpx.post(
-        f"{server.base_url}/api/v1/auth/token",
+        f"{server.base_url}/api/v1/auth/login",
         json={"email": email, "password": password},
         timeout=60,
     )
@@ -436,7 +436,22 @@ def new_skus_csv(rows: int, prefix: str) -> bytes:
         f"{prefix}-{i:06d},Bench import item {i},Tools/Hand tools,each,{i % 20},{(i % 20) * 3}"
         for i in range(1, rows + 1)
     ]
-    return ("\r\n".join(lines) + "\r\n").encode()
+    return upload(("\r\n".join(lines) + "\r\n").encode())
+
+
+IMPORT_CSV = "/api/v1/products/import/csv"
+UPLOAD_BOUNDARY = "bench-reports-boundary"
+UPLOAD_TYPE = f"multipart/form-data; boundary={UPLOAD_BOUNDARY}"
+
+
+def upload(csv: bytes) -> bytes:
+    """The CSV import's form (``UPLOAD_TYPE``): one part, ``file``, holding ``csv``."""
+    head = (
+        f"--{UPLOAD_BOUNDARY}\r\n"
+        'Content-Disposition: form-data; name="file"; filename="products.csv"\r\n'
+        "Content-Type: text/csv\r\n\r\n"
+    )
+    return head.encode() + csv + f"\r\n--{UPLOAD_BOUNDARY}--\r\n".encode()
 
 
 def run_cases(
@@ -519,10 +534,10 @@ def run_cases(
                         Case(
                             f"import the exported CSV, dry_run={dry_run}",
                             "POST",
-                            "/api/v1/products/import",
+                            IMPORT_CSV,
                             {"dry_run": dry_run},
-                            body=exported,
-                            content_type="text/csv",
+                            body=upload(exported),
+                            content_type=UPLOAD_TYPE,
                         ),
                         args.repeat,
                         worker,
@@ -531,9 +546,7 @@ def run_cases(
                 )
         else:
             results.append(
-                Result(
-                    "import the exported CSV", "POST /api/v1/products/import", "skipped (no export)"
-                )
+                Result("import the exported CSV", f"POST {IMPORT_CSV}", "skipped (no export)")
             )
         rows = args.products
         run_id = uuid.uuid4().hex[:6].upper()
@@ -544,10 +557,10 @@ def run_cases(
                 Case(
                     f"import {rows} new SKUs, dry_run=true",
                     "POST",
-                    "/api/v1/products/import",
+                    IMPORT_CSV,
                     {"dry_run": "true"},
                     body=dry,
-                    content_type="text/csv",
+                    content_type=UPLOAD_TYPE,
                 ),
                 args.repeat,
                 worker,
@@ -560,8 +573,8 @@ def run_cases(
                 Case(
                     f"import {rows} new SKUs",
                     "POST",
-                    "/api/v1/products/import",
-                    content_type="text/csv",
+                    IMPORT_CSV,
+                    content_type=UPLOAD_TYPE,
                     bodies=[new_skus_csv(rows, f"NEW-{run_id}-{i}") for i in range(args.repeat)],
                 ),
                 args.repeat,

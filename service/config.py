@@ -55,7 +55,8 @@ statement + connect timeout (25 s). Parameters in ``DATABASE_URL`` itself
 Product import (service/domain/product_io.py, service/api/middleware/body_limit.py):
 
 - ``STOREKEEPER_IMPORT_MAX_BYTES`` (default ``33554432``, 32 MiB): the largest body
-  ``POST /api/v1/products/import`` accepts. A larger one is refused with 413 before it is
+  ``POST /api/v1/products/import`` (JSON) and ``POST /api/v1/products/import/csv`` (the file
+  upload, multipart framing included) accept. A larger one is refused with 413 before it is
   read (by its Content-Length, or by counting a chunked body as it arrives). The import
   holds the whole body and its parsed rows in memory, so this bounds its memory too.
 

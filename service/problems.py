@@ -188,15 +188,30 @@ class ImportRowsProblem(Problem):
         self.all_errors = errors
 
 
+# One answer for every reason a login fails, so it reveals nothing about which e-mails exist.
+INVALID_CREDENTIALS_DETAIL = "The e-mail address or password is wrong."
+
+
 class InvalidCredentialsProblem(Problem):
-    # One answer for every reason, so it reveals nothing about which e-mails exist.
     def __init__(self) -> None:
         super().__init__(
-            401,
-            "invalid-credentials",
-            "The e-mail address or password is wrong.",
-            title="Invalid credentials",
+            401, "invalid-credentials", INVALID_CREDENTIALS_DETAIL, title="Invalid credentials"
         )
+
+
+UNSUPPORTED_GRANT_DETAIL = "Only the password grant is supported (grant_type=password)."
+
+
+class OAuthError(Problem):
+    """400 of the OAuth2 token endpoint, answered as RFC 6749 §5.2 JSON, not problem+json.
+
+    ``error`` is the RFC's code (``invalid_request``, ``invalid_grant``, ...); ``detail``
+    becomes ``error_description``. See ``service.api.problem_handlers``.
+    """
+
+    def __init__(self, error: str, description: str) -> None:
+        super().__init__(400, f"oauth-{error.replace('_', '-')}", description, title="OAuth error")
+        self.error = error
 
 
 class ForbiddenProblem(Problem):

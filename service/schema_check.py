@@ -130,6 +130,9 @@ def nul_paths(value: t.Any, path: tuple[t.Any, ...] = ()) -> Iterator[tuple[list
             yield from nul_paths(item, (*path, index))
 
 
+REQUIRED_DETAIL = "This field is required."
+
+
 def explain(error: ValidationError) -> Iterator[tuple[list[t.Any], str]]:
     """The (path, detail) of each field one jsonschema error is about.
 
@@ -141,7 +144,7 @@ def explain(error: ValidationError) -> Iterator[tuple[list[t.Any], str]]:
     if error.validator == "required" and isinstance(instance, dict):
         for name in error.validator_value:
             if name not in instance:
-                yield [*base, name], "This field is required."
+                yield [*base, name], REQUIRED_DETAIL
         return
     if error.validator == "additionalProperties" and isinstance(instance, dict):
         known = set(error.schema.get("properties", {}))

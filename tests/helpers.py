@@ -75,3 +75,55 @@ def asgi_scope(method: str, path: str, headers: dict[str, str]) -> dict[str, Any
         "client": ("127.0.0.1", 50000),
         "server": ("testserver", 80),
     }
+
+
+# --- the CSV import's file upload ---------------------------------------------------------
+
+IMPORT_CSV = "/api/v1/products/import/csv"
+BOUNDARY = "storekeeper-test-boundary"
+
+
+def multipart(
+    *parts: tuple[str, bytes, dict[str, str]], boundary: str = BOUNDARY
+) -> tuple[bytes, dict[str, str]]:
+    """A ``multipart/form-data`` body of ``(name, content, headers)`` parts, spelled out byte
+    for byte (so a test can send it chunked, or measure it), and its Content-Type header.
+
+    A part's headers are ``filename`` (put in its Content-Disposition; ``None`` for none) and
+    any others as they are (``Content-Type``).
+    """
+    out = bytearray()
+    for name, content, headers in parts:
+        extra = dict(headers)
+        disposition = f'form-data; name="{name}"'
+        filename = extra.pop("filename", None)
+        if filename is not None:
+            disposition += f'; filename="{filename}"'
+        out += f"--{boundary}\r\nContent-Disposition: {disposition}\r\n".encode()
+        for key, value in extra.items():
+            out += f"{key}: {value}\r\n".encode()
+        out += b"\r\n" + content + b"\r\n"
+    out += f"--{boundary}--\r\n".encode()
+    return bytes(out), {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+
+
+def csv_upload(
+    content: str | bytes,
+    *,
+    filename: str | None = "products.csv",
+    content_type: str | None = "text/csv",
+) -> tuple[bytes, dict[str, str]]:
+    """The CSV import's form: one ``file`` part holding ``content``."""
+    data = content.encode("utf-8") if isinstance(content, str) else content
+    headers = {"filename": filename}
+    if content_type is not None:
+        headers["Content-Type"] = content_type
+    return multipart(("file", data, headers))
+
+
+def upload_csv(client, content: str | bytes, *, headers: dict[str, str] | None = None, **params):
+    """POST ``content`` to the CSV import as a file upload (``params``: the query)."""
+    body, content_type = csv_upload(content)
+    return client.post(
+        IMPORT_CSV, content=body, headers={**content_type, **(headers or {})}, params=params
+    )

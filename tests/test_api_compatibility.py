@@ -50,6 +50,11 @@ def _schemas(spec: dict) -> dict:
     return spec["components"]["schemas"]
 
 
+def _replace_enum(schema: dict, **rules) -> None:
+    del schema["enum"]
+    schema.update(rules)
+
+
 @pytest.mark.parametrize(
     ("change", "expected"),
     [
@@ -82,6 +87,21 @@ def _schemas(spec: dict) -> dict:
             lambda s: s["components"]["parameters"]["Limit"].update(required=True),
             "GET /api/v1/products query parameter limit: newly required",
         ),
+        (
+            lambda s: s["paths"]["/api/v1/categories"]["post"]["requestBody"]["content"].pop(
+                "application/json"
+            ),
+            "POST /api/v1/categories body application/json: no longer accepted",
+        ),
+        (
+            lambda s: s["paths"]["/api/v1/categories"]["post"].update(operationId="addCategory"),
+            "POST /api/v1/categories: operationId createCategory → addCategory",
+        ),
+        (
+            lambda s: _replace_enum(_schemas(s)["ReasonCode"], maxLength=4),
+            "POST /api/v1/stock/adjustments body/lines[]/reason: no longer accepts "
+            "['count', 'damage', 'found', 'other']",
+        ),
     ],
     ids=[
         "removed-operation",
@@ -92,12 +112,30 @@ def _schemas(spec: dict) -> dict:
         "narrowed-enum",
         "changed-type",
         "required-parameter",
+        "removed-request-media-type",
+        "renamed-operation",
+        "enum-replaced-by-narrower-rules",
     ],
 )
 def test_detector_reports_each_kind_of_breaking_change(change, expected):
     changed = _spec()
     change(changed)
     assert expected in breaking_changes(CURRENT, changed)
+
+
+def test_the_login_split_is_reported_against_1_0_0():
+    """2.0.0: JSON login moved to /auth/login; /auth/token is the OAuth2 form endpoint only."""
+    changes = breaking_changes(load(RELEASED / "1.0.0.yaml"), CURRENT)
+    assert "POST /api/v1/auth/token body application/json: no longer accepted" in changes
+    assert "POST /api/v1/auth/token: operationId login → issueToken" in changes
+    assert major(CURRENT) >= 2
+
+
+def test_an_enum_replaced_by_rules_that_admit_its_values_is_not_breaking():
+    """Like 1.0.0's grant_type `enum: [password]` becoming a string of at most 100."""
+    changed = _spec()
+    _replace_enum(_schemas(changed)["ReasonCode"], maxLength=20, pattern="^[a-z]+$")
+    assert breaking_changes(CURRENT, changed) == []
 
 
 def test_additions_are_not_breaking():
@@ -115,12 +153,14 @@ def test_a_breaking_change_passes_only_with_a_new_major_version(tmp_path):
     import yaml
     from api_compat import main
 
+    released = load(latest_release())
     changed = _spec()
     changed["paths"].pop("/api/v1/locations")
+    changed["info"]["version"] = released["info"]["version"]
     new = tmp_path / "new.yaml"
     new.write_text(yaml.safe_dump(changed))
     old = str(latest_release())
     assert main(["api_compat", old, str(new)]) == 1
-    changed["info"]["version"] = f"{major(CURRENT) + 1}.0.0"
+    changed["info"]["version"] = f"{major(released) + 1}.0.0"
     new.write_text(yaml.safe_dump(changed))
     assert main(["api_compat", old, str(new)]) == 0

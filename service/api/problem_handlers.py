@@ -4,11 +4,19 @@ Every error the service answers has ``type``, ``title``, ``status``, ``detail`` 
 ``request_id``; validation problems add ``errors[]`` (see :mod:`service.problems`). Our own
 :class:`~service.problems.Problem`, connexion's ``ProblemException`` (its security and
 validation layers), Starlette's routing errors and anything unexpected all end here.
+
+One exception: the OAuth2 token endpoint (:data:`OAUTH_TOKEN_OPERATION`) answers its 400s
+as RFC 6749 §5.2 ``{"error", "error_description"}`` JSON, which OAuth2 clients expect. Its
+handler raises :class:`~service.problems.OAuthError`; any other 400 met on the way (request
+validation: a missing or malformed parameter, an undecodable body) becomes
+``invalid_request`` here (:func:`_oauth_error`). Its 413, 415, 429 and 5xx stay problems.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 from typing import Any
 
 from connexion.exceptions import ProblemException
@@ -18,8 +26,16 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException
 
 from service import db_faults
-from service.api.http_facts import REQUEST_ID_HEADER, allowed_methods
-from service.problems import Problem, ServiceUnavailableProblem, problem_type, status_title
+from service.api.http_facts import REQUEST_ID_HEADER, allowed_methods, operation_name
+from service.formats import JSON
+from service.problems import (
+    UNSUPPORTED_GRANT_DETAIL,
+    OAuthError,
+    Problem,
+    ServiceUnavailableProblem,
+    problem_type,
+    status_title,
+)
 
 logger = logging.getLogger("storekeeper.errors")
 
@@ -52,6 +68,60 @@ def _render(
     )
 
 
+# --- the OAuth2 token endpoint's errors (RFC 6749 §5.2) ---------------------------------------
+
+OAUTH_TOKEN_OPERATION = "issueToken"
+# RFC 6749 §5.2: error_description is %x20-21 / %x23-5B / %x5D-7E (printable ASCII but the
+# double quote and the backslash).
+_NOT_OAUTH_TEXT = re.compile(r"[^\x20-\x21\x23-\x5b\x5d-\x7e]")
+MAX_OAUTH_DESCRIPTION = 500
+_OAUTH_LISTED_ERRORS = 3
+
+
+def _oauth_text(text: str) -> str:
+    text = _NOT_OAUTH_TEXT.sub("?", text.replace('"', "'").replace("\\", "/"))
+    if len(text) > MAX_OAUTH_DESCRIPTION:
+        text = text[: MAX_OAUTH_DESCRIPTION - 3] + "..."
+    return text
+
+
+def _oauth_error(exc: Problem | ProblemException) -> OAuthError:
+    """The RFC 6749 error for a 400 of the token endpoint: the handler's own; for a form
+    that failed validation but names one grant type other than ``password``,
+    ``unsupported_grant_type`` (its other parameters depend on the grant: a
+    ``client_credentials`` request has no ``username``); else ``invalid_request`` naming what
+    request validation found (its ``errors[]``)."""
+    if isinstance(exc, OAuthError):
+        return exc
+    # Set by the form validator (service.api.validators.ProblemFormDataValidator).
+    fields = getattr(exc, "form_fields", None) or []
+    grants = [value for name, value in fields if name == "grant_type"]
+    if len(grants) == 1 and grants[0] not in ("", "password"):
+        return OAuthError("unsupported_grant_type", UNSUPPORTED_GRANT_DETAIL)
+    entries = (exc.ext or {}).get("errors") or []
+    named = []
+    for entry in entries[:_OAUTH_LISTED_ERRORS]:
+        where = entry.get("parameter") or str(entry.get("pointer", "")).lstrip("/") or "body"
+        named.append(f"{where}: {entry.get('detail', 'invalid')}")
+    if len(entries) > _OAUTH_LISTED_ERRORS:
+        named.append(f"and {len(entries) - _OAUTH_LISTED_ERRORS} more")
+    if not named:
+        return OAuthError("invalid_request", str(exc.detail or "The request is invalid."))
+    return OAuthError("invalid_request", f"The request is invalid: {'; '.join(named)}")
+
+
+def _render_oauth_error(error: OAuthError, headers: dict[str, str] | None) -> ConnexionResponse:
+    body = {"error": error.error, "error_description": _oauth_text(error.detail)}
+    return ConnexionResponse(
+        status_code=400,
+        mimetype=JSON,
+        content_type=JSON,
+        body=json.dumps(body, separators=(",", ":")),
+        # RateLimit-* from the limiter; RFC 6749 §5.1 (and §5.2 by reference): never cached.
+        headers={**(headers or {}), "Cache-Control": "no-store", "Pragma": "no-cache"},
+    )
+
+
 def _challenge(headers: dict[str, str] | None, status: int) -> dict[str, str] | None:
     """Every 401 names the scheme to authenticate with (RFC 9110 §11.6.1)."""
     if status != 401:
@@ -69,6 +139,10 @@ def handle_problem(request: ConnexionRequest, exc: Problem | ProblemException) -
         exc.detail,
         extra={"request_id": _request_id(request)},
     )
+    if isinstance(exc, OAuthError) or (
+        exc.status == 400 and operation_name(request.scope) == OAUTH_TOKEN_OPERATION
+    ):
+        return _render_oauth_error(_oauth_error(exc), exc.headers)
     return _render(
         request,
         status=exc.status,

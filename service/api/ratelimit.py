@@ -2,9 +2,10 @@
 
 Policies (each a list of ``limits`` items, e.g. ``"10/minute"`` or ``"10/minute;50/hour"``):
 
-- ``login``, ``requestPasswordReset``: per client address **and** per e-mail address
-  (casefolded, stored only as a SHA-256 digest); both must pass. An attempt refused by one
-  budget is not charged to the other, so a blocked address cannot burn a victim's budget.
+- ``login`` and ``issueToken`` (one budget for both), ``requestPasswordReset``: per client
+  address **and** per e-mail address (casefolded, stored only as a SHA-256 digest); both
+  must pass. An attempt refused by one budget is not charged to the other, so a blocked
+  address cannot burn a victim's budget.
 - ``confirmPasswordReset``: per client address (its body carries a reset token, no e-mail;
   the token itself is unguessable).
 - every other write (POST/PUT/PATCH/DELETE under ``/api/v1``, logout included): per
@@ -145,10 +146,14 @@ class RateLimits:
         login = parse_limits("LOGIN_RATE_LIMIT", settings.login_rate_limit)
         reset = parse_limits("PASSWORD_RESET_RATE_LIMIT", settings.password_reset_rate_limit)
         write = parse_limits("WRITE_RATE_LIMIT", settings.write_rate_limit)
+        # One budget for both ways of logging in (JSON and the OAuth2 token endpoint's form):
+        # a password guesser gains nothing by alternating between them.
+        login_policy = Policy(
+            "login", "login attempts", login, by_email="email", by_email_form="username"
+        )
         self.auth_policies = {
-            "login": Policy(
-                "login", "login attempts", login, by_email="email", by_email_form="username"
-            ),
+            "login": login_policy,
+            "issueToken": login_policy,
             "requestPasswordReset": Policy(
                 "password-reset", "password reset requests", reset, by_email="email"
             ),

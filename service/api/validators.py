@@ -11,6 +11,11 @@ A body that is an array of rows (the product import) gets each entry's row as we
 import's own row errors use; the list stops at ``MAX_LISTED_ERRORS`` entries and
 ``error_count`` says how many there were.
 
+``multipart/form-data`` bodies (the CSV import's upload) are read once as they arrive by
+:mod:`service.api.multipart_form` (connexion's own multipart validator answers a missing
+boundary, a nameless part or a thousand parts with a 500): every part is named, an unknown
+or repeated one is a 400 naming it, and no file part's bytes are kept.
+
 Hostile input costs little: JSON nesting is bounded before it is parsed
 (:func:`service.formats.loads_json`); the search for errors stops after
 :data:`MAX_COUNTED_ERRORS` of them (``error_count_exact: false``), and an array longer than
@@ -24,20 +29,23 @@ from __future__ import annotations
 import json
 import math
 import typing as t
-from urllib.parse import unquote_to_bytes
+from urllib.parse import parse_qsl, unquote_to_bytes
 
 from connexion.datastructures import MediaTypeDict
 from connexion.lifecycle import ConnexionRequest
 from connexion.utils import is_nullable
 from connexion.validators import (
     VALIDATOR_MAP,
+    AbstractRequestBodyValidator,
     FormDataValidator,
     JSONRequestBodyValidator,
     ParameterValidator,
 )
 from jsonschema import Draft4Validator
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
 
+from service.api.multipart_form import Form, is_file_schema, part_pointer, read_form
 from service.formats import JSONTooDeep, loads_json
 from service.problems import (
     MAX_LISTED_ERRORS,
@@ -45,6 +53,7 @@ from service.problems import (
     BodyErrorsProblem,
     JSONTooDeepProblem,
     ParameterErrorsProblem,
+    Problem,
     parameter_error,
     pointer_error,
 )
@@ -52,6 +61,7 @@ from service.schema_check import (
     EXCERPT_CHARS,
     NUL,
     NUL_DETAIL,
+    REQUIRED_DETAIL,
     excerpt,
     explain,
     json_pointer,
@@ -151,21 +161,51 @@ class ProblemFormDataValidator(FormDataValidator):
 
     connexion's own form validator logs the offending value at ERROR, which for a login form
     can be a password; this one never logs or echoes a writeOnly value.
+
+    Strict validation refuses fields the schema does not name, unless the schema says
+    ``additionalProperties: true``: then they are ignored, NUL characters included (the OAuth2
+    token request, whose unknown parameters RFC 6749 §3.2 says to ignore).
+
+    A problem it raises carries the form as sent, ``form_fields`` (name, value) pairs in
+    order, repeats kept: the token endpoint's error rendering reads ``grant_type`` from it.
     """
+
+    _fields: list[tuple[str, str]] | None = None
 
     @property
     def _validator(self) -> t.Any:
         return request_validator(self._schema)
 
+    async def _parse(self, stream: t.AsyncGenerator[bytes, None], scope: t.Any) -> t.Any:
+        raw = bytearray()  # at most the body limit: BodyLimitMiddleware ran first
+
+        async def recorded() -> t.AsyncGenerator[bytes, None]:
+            async for chunk in stream:
+                raw.extend(chunk)
+                yield chunk
+
+        body = await super()._parse(recorded(), scope)
+        self._fields = parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True)
+        return body
+
     def _validate(self, body: t.Any) -> dict | None:
+        try:
+            return self._check(body)
+        except Problem as problem:
+            problem.form_fields = self._fields or []  # type: ignore[attr-defined]
+            raise
+
+    def _check(self, body: t.Any) -> dict | None:
         if not isinstance(body, dict):
             raise BadRequestProblem("The form body must be a set of fields.")
-        nul, exact = _nul_errors(body)
+        known = set(self._schema.get("properties", {}))
+        ignore_unknown = self._schema.get("additionalProperties") is True
+        checked = {k: v for k, v in body.items() if k in known} if ignore_unknown else body
+        nul, exact = _nul_errors(checked)
         if nul:
             _raise_body_errors(nul, exact)
         errors: list[dict[str, str]] = []
-        if self._strict_validation:
-            known = set(self._schema.get("properties", {}))
+        if self._strict_validation and not ignore_unknown:
             errors += [
                 pointer_error(json_pointer([name]), "Unknown field.")
                 if len(name) <= EXCERPT_CHARS
@@ -175,6 +215,76 @@ class ProblemFormDataValidator(FormDataValidator):
             ][:MAX_COUNTED_ERRORS]
         found, exact = _collect_errors(self._validator, body)
         _raise_body_errors(errors + found, exact)
+        return None
+
+
+class ProblemMultipartValidator(AbstractRequestBodyValidator):
+    """``multipart/form-data`` bodies (the CSV product import's upload), every part checked.
+
+    The body is read once as it arrives (:func:`service.api.multipart_form.read_form`, which
+    keeps no file part's bytes and refuses a malformed body with a 400 problem); then each part
+    against the schema's properties: an unknown part (strict validation) and a second part of
+    a property that is not an array are named in ``errors[]`` by their JSON pointer (``/file``),
+    and the text parts and the presence of the file parts are checked against the schema like
+    any form (a missing required part: "This field is required.").
+    """
+
+    @property
+    def _validator(self) -> t.Any:
+        return request_validator(self._schema)
+
+    async def wrap_receive(self, receive: t.Any, *, scope: t.Any) -> t.Any:
+        length = Headers(scope=scope).get("content-length", "0").strip()
+        if self._required and length in ("", "0"):
+            raise BadRequestProblem(
+                "The request body is required: a multipart/form-data form.",
+                errors=[pointer_error("", "A multipart/form-data body is required.")],
+            )
+        return await super().wrap_receive(receive, scope=scope)
+
+    async def _parse(self, stream: t.AsyncGenerator[bytes, None], scope: t.Any) -> Form:
+        content_type = Headers(scope=scope).get("content-type", "")
+        return await read_form(content_type, stream, self._schema.get("properties", {}))
+
+    def _validate(self, body: t.Any) -> dict | None:
+        if not isinstance(body, Form):
+            raise BadRequestProblem("The body must be a multipart/form-data form.")
+        properties = self._schema.get("properties", {})
+        errors: list[dict[str, t.Any]] = []
+        values: dict[str, t.Any] = {}
+        for name, parts in body.by_name().items():
+            pointer = part_pointer(name)
+            schema = properties.get(name)
+            if schema is None:
+                if self._strict_validation:
+                    known = ", ".join(properties) or "none"
+                    what = "Unknown part" if pointer else f"Unknown part {excerpt(name)}"
+                    errors.append(pointer_error(pointer, f"{what}; the form takes: {known}."))
+                    continue
+                schema = {}
+            is_array = schema.get("type") == "array"
+            if len(parts) > 1 and not is_array:
+                errors.append(
+                    pointer_error(pointer, f"Send this part once; the form has {len(parts)}.")
+                )
+                values[name] = ""  # reported: not "required" as well
+                continue
+            item_schema = schema.get("items", {}) if is_array else schema
+            items: list[t.Any] = []
+            for part in parts:
+                if is_file_schema(item_schema):
+                    items.append("")  # present; its bytes are the handler's to read
+                elif part.filename is not None:
+                    errors.append(pointer_error(pointer, "A text value, not a file, goes here."))
+                else:
+                    items.append(part.text)
+            values[name] = items if is_array else (items[0] if items else "")
+        nul, _exact = _nul_errors(values)
+        found, exact = _collect_errors(self._validator, values)
+        for entry in found:
+            if entry["detail"] == REQUIRED_DETAIL:
+                entry["detail"] = "This part is required."
+        _raise_body_errors(errors + nul + found, exact)
         return None
 
 
@@ -345,6 +455,7 @@ VALIDATORS = {
             **dict(VALIDATOR_MAP["body"]),
             "*/*json": ProblemJSONBodyValidator,
             "application/x-www-form-urlencoded": ProblemFormDataValidator,
+            "multipart/form-data": ProblemMultipartValidator,
         }
     ),
 }

@@ -1,7 +1,8 @@
 """``storekeeper import products`` and ``storekeeper export products``: files in, files out.
 
-The same code as ``POST /api/v1/products/import`` and ``GET /api/v1/products/export``
-(service/domain/product_io.py), against the database named by ``DATABASE_URL``:
+The same code as ``POST /api/v1/products/import`` (and ``/import/csv``) and
+``GET /api/v1/products/export`` (service/domain/product_io.py), against the database named by
+``DATABASE_URL``:
 
 - ``import products FILE [--format csv|json] [--dry-run]`` checks every row (progress bar),
   then writes them all in one transaction (progress bar) or nothing. It prints the counts and

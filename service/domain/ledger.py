@@ -204,7 +204,11 @@ def post(session: Session, posting: Posting) -> StockDocument:
                     "available": max(balances[key], 0),
                 }
             )
-        elif after > MAX_ON_HAND:
+            # A short line takes nothing: the lines after it are judged against what is
+            # really there (a negative running balance would report a later incoming line as
+            # short, asking for a negative quantity).
+            continue
+        if after > MAX_ON_HAND:
             overflow.append(
                 pointer_error(change.pointer, f"On-hand would exceed {MAX_ON_HAND} units.")
             )

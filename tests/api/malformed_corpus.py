@@ -30,6 +30,7 @@ import yaml
 from service.config import Settings
 from service.formats import utcnow
 from service.models.auth import ROLES
+from tests.helpers import multipart
 
 BASE_URL = "http://testserver"
 METHODS = ("get", "put", "post", "delete", "patch")
@@ -41,6 +42,19 @@ IMPORT_BODY_LIMIT = Settings().import_max_bytes  # the test app runs with the de
 LEAKS = ("Traceback", 'File "', 'File \\"', "SELECT ", "INSERT ")
 LEAKS_ANY_CASE = ("sqlalchemy", "psycopg", "sqlite3")
 PROBLEM_JSON = "application/problem+json"
+# The OAuth2 token endpoint answers its 400s as RFC 6749 §5.2 JSON, not problem documents.
+OAUTH_TOKEN_OPERATION = "issueToken"
+OAUTH_ERRORS = frozenset(
+    {
+        "invalid_request",
+        "invalid_client",
+        "invalid_grant",
+        "unauthorized_client",
+        "unsupported_grant_type",
+        "invalid_scope",
+    }
+)
+OAUTH_TEXT = re.compile(r"[\x20\x21\x23-\x5b\x5d-\x7e]*")  # RFC 6749 §5.2
 
 EXPECT_4XX = "4xx"
 EXPECT_2XX = "2xx"
@@ -254,6 +268,17 @@ VALID_BODIES: dict[str, Callable[[World], Any]] = {
     "importProducts": lambda w: [{"sku": "CORPUS-IMP", "name": "Imported", "reorder_point": 3}],
 }
 VALID_CSV = b"sku,name,reorder_point\nCORPUS-IMP,Imported,3\n"
+# The CSV import's form (multipart/form-data, one part "file").
+UPLOAD_BOUNDARY = "corpus-boundary"
+UPLOAD_TYPE = f"multipart/form-data; boundary={UPLOAD_BOUNDARY}"
+
+
+def form_of(*parts: tuple[str, bytes, dict[str, str]]) -> bytes:
+    return multipart(*parts, boundary=UPLOAD_BOUNDARY)[0]
+
+
+def csv_form(content: bytes, part_type: str = "text/csv") -> bytes:
+    return form_of(("file", content, {"filename": "corpus.csv", "Content-Type": part_type}))
 
 
 def valid_form(w: World) -> dict[str, str]:
@@ -284,6 +309,8 @@ class Case:
     verify: Verify | None = None  # checks a 2xx answer
     huge: str | None = None  # a submitted value the answer must not echo in full
     needs_logout_token: bool = False
+    oauth: bool = False  # a 400 is an RFC 6749 error document (the token endpoint)
+    oauth_error: str | None = None  # the RFC 6749 error code a 400 must carry, if specified
 
 
 def fill_path(operation: Operation, world: World, overrides: dict[str, str] | None = None) -> str:
@@ -413,7 +440,10 @@ def check(case: Case, response: Any, world: World) -> list[str]:
     if is_4xx:
         if case.statuses is not None and status not in case.statuses:
             problems.append(f"expected {sorted(case.statuses)}, got {status}")
-        problems += problem_document_errors(response, text)
+        if case.oauth and status == 400:
+            problems += oauth_error_document_errors(response, text, case.oauth_error)
+        else:
+            problems += problem_document_errors(response, text)
     elif is_2xx and case.verify is not None:
         problems += case.verify(response, world)
     return problems
@@ -444,6 +474,35 @@ def problem_document_errors(response: Any, text: str) -> list[str]:
         problems.append("405 without Allow")
     if response.status_code == 401 and not response.headers.get("www-authenticate"):
         problems.append("401 without WWW-Authenticate")
+    return problems
+
+
+def oauth_error_document_errors(response: Any, text: str, expected: str | None) -> list[str]:
+    """What is wrong with an RFC 6749 §5.2 error answer (400, JSON, not cached)."""
+    problems = []
+    if len(response.content) >= MAX_ANSWER_BYTES:
+        problems.append(f"answer is {len(response.content)} bytes")
+    content_type = response.headers.get("content-type", "")
+    if content_type != "application/json":
+        problems.append(f"content-type {content_type!r}")
+    if response.headers.get("cache-control") != "no-store":
+        problems.append("no Cache-Control: no-store")
+    try:
+        document = json.loads(text)
+    except ValueError:
+        return [*problems, "body is not JSON"]
+    if not isinstance(document, dict):
+        return [*problems, "body is not a JSON object"]
+    error = document.get("error")
+    if error not in OAUTH_ERRORS:
+        problems.append(f"error {error!r} is not an RFC 6749 error code")
+    elif expected is not None and error != expected:
+        problems.append(f"error {error!r}, expected {expected!r}")
+    description = document.get("error_description")
+    if not isinstance(description, str) or not OAUTH_TEXT.fullmatch(description):
+        problems.append(f"error_description {str(description)[:60]!r} is not RFC 6749 text")
+    if not response.headers.get("x-request-id"):
+        problems.append("no X-Request-ID")
     return problems
 
 
@@ -535,6 +594,7 @@ class CorpusBuilder:
             label = operation.label()
             # Every logout case spends a token of its own (it would revoke the client's).
             options.setdefault("needs_logout_token", operation.operation_id == "logout")
+            options.setdefault("oauth", operation.operation_id == OAUTH_TOKEN_OPERATION)
         else:
             label = operation
         self.cases.append(
@@ -583,7 +643,7 @@ class CorpusBuilder:
         self.header_cases(operation)
         if "application/json" in operation.media_types:
             self.json_body_cases(operation)
-        if "text/csv" in operation.media_types:
+        if "multipart/form-data" in operation.media_types:
             self.csv_cases(operation)
         if "application/x-www-form-urlencoded" in operation.media_types:
             self.form_cases(operation)
@@ -941,17 +1001,22 @@ class CorpusBuilder:
     # the product import's CSV
 
     def csv_cases(self, operation: Operation) -> None:
+        """The CSV import's upload: bad files in a good form, and bad forms."""
         op = operation
 
-        def csv(content: bytes, media_type: str | None = "text/csv"):
-            return lambda w: self.request(op, w, body=content, media_type=media_type)
+        def raw(body: bytes, media_type: str | None = UPLOAD_TYPE):
+            return lambda w: self.request(op, w, body=body, media_type=media_type)
+
+        def csv(content: bytes, media_type: str | None = UPLOAD_TYPE, part_type="text/csv"):
+            return raw(csv_form(content, part_type), media_type)
 
         bad_rows = b"sku,name,reorder_point\nhas space,x,1\nOK-1,,-5\n,nameless,1\n"
         huge = "n" * HUGE_STRING
         many = b"sku,name\n" + b"bad sku,x\n" * MANY_ERRORS
         for kind, content, options in (
             ("csv-no-content-type", VALID_CSV, {"media_type": None}),
-            ("csv-bogus-charset", VALID_CSV, {"media_type": "text/csv; charset=bogus"}),
+            ("csv-bogus-charset", VALID_CSV, {"media_type": UPLOAD_TYPE + "; charset=bogus"}),
+            ("csv-part-bogus-charset", VALID_CSV, {"part_type": "text/csv; charset=bogus"}),
             ("csv-bad-rows", bad_rows, {}),
             ("nul:csv", b"sku,name,description\nCORPUS-IMP,x,nul\x00here\n", {}),
             ("nul:csv-header", b"sku,na\x00me\nCORPUS-IMP,x\n", {}),
@@ -963,9 +1028,27 @@ class CorpusBuilder:
             ("huge-errors:csv", many, {}),
         ):
             options = dict(options)
-            media_type = options.pop("media_type", "text/csv")
+            media_type = options.pop("media_type", UPLOAD_TYPE)
+            part_type = options.pop("part_type", "text/csv")
             statuses = frozenset({415}) if "content-type" in kind or "charset" in kind else None
-            self.add(op, kind, csv(content, media_type), statuses=statuses, **options)
+            self.add(op, kind, csv(content, media_type, part_type), statuses=statuses, **options)
+        good = csv_form(VALID_CSV)
+        file_part = ("file", VALID_CSV, {"filename": "corpus.csv"})
+        for kind, build in (
+            ("multipart-no-boundary", raw(good, "multipart/form-data")),
+            ("multipart-wrong-boundary", raw(good, "multipart/form-data; boundary=other")),
+            ("multipart-truncated", raw(good[: len(good) // 2])),
+            ("multipart-not-multipart", raw(VALID_CSV)),
+            ("multipart-no-file-part", raw(multipart(boundary=UPLOAD_BOUNDARY)[0])),
+            ("multipart-two-files", raw(form_of(file_part, file_part))),
+            ("multipart-unknown-part", raw(form_of(file_part, ("colour", b"red", {})))),
+            ("multipart-many-parts", raw(form_of(*[(f"p{i}", b"x", {}) for i in range(5000)]))),
+            (
+                "multipart-no-disposition",
+                raw(good.replace(b"Content-Disposition: form-data", b"X-Other: form-data", 1)),
+            ),
+        ):
+            self.add(op, kind, build, statuses=frozenset({400}))
         padding = b"PAD-X,pad\n" * (IMPORT_BODY_LIMIT // 10 + 1)
         self.add(
             op,
@@ -1008,13 +1091,28 @@ class CorpusBuilder:
             form(lambda w: encode_form({**valid_form(w), "password": huge})),
             huge=huge,
         )
+        # RFC 6749 §3.2: an unknown parameter is ignored. With a wrong password (a variant
+        # that logs in would write a token) the answer shows it got past validation.
         self.add(
-            op, "unknown-field:form", form(lambda w: encode_form({**valid_form(w), "bogus": "1"}))
+            op,
+            "unknown-field:form",
+            form(lambda w: encode_form({**valid_form(w), "password": "not it", "bogus": "1"})),
+            statuses=frozenset({400}),
+            oauth_error="invalid_grant",
         )
         self.add(
             op,
             "wrong-type:form-grant",
             form(lambda w: encode_form({**valid_form(w), "grant_type": "x"})),
+            statuses=frozenset({400}),
+            oauth_error="unsupported_grant_type",
+        )
+        self.add(
+            op,
+            "duplicate:form-username",
+            form(lambda w: encode_form(valid_form(w)) + b"&username=x%40example.com"),
+            statuses=frozenset({400}),
+            oauth_error="invalid_request",
         )
         self.add(op, "broken-form", form(lambda w: b"%%%&&&===&username"))
         self.add(
@@ -1035,8 +1133,13 @@ def default_body(operation: Operation, world: World) -> tuple[str, bytes]:
     """The media type and body of a correct request (JSON when the operation takes it)."""
     if "application/json" in operation.media_types:
         return "application/json", encode_json(VALID_BODIES[operation.operation_id](world))
-    if "text/csv" in operation.media_types:
-        return "text/csv", VALID_CSV
+    if "multipart/form-data" in operation.media_types:
+        return UPLOAD_TYPE, csv_form(VALID_CSV)
+    if "application/x-www-form-urlencoded" in operation.media_types:
+        fields = valid_form(world)
+        return "application/x-www-form-urlencoded", "&".join(
+            f"{k}={quote(v, safe='')}" for k, v in fields.items()
+        ).encode()
     raise AssertionError(f"no default body for {operation.operation_id}")
 
 

@@ -1,13 +1,17 @@
-"""/api/v1/auth: login (form and JSON), logout, password reset request and confirm."""
+"""/api/v1/auth: login (JSON), the OAuth2 token endpoint (RFC 6749 form), logout, reset."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import re
 import time
+from base64 import b64encode
 from datetime import datetime, timedelta
+from urllib.parse import quote
 
+import httpx
 import pytest
 from sqlalchemy import select, update
 
@@ -18,6 +22,7 @@ from service.models import AccessToken, OutboxMessage, PasswordResetToken, User
 from tests.conftest import TEST_PASSWORD, create_user
 from tests.helpers import assert_problem
 
+LOGIN = "/api/v1/auth/login"
 TOKEN = "/api/v1/auth/token"
 LOGOUT = "/api/v1/auth/logout"
 RESET = "/api/v1/auth/password-reset"
@@ -29,14 +34,35 @@ RESET_TOKEN_IN_LINK = re.compile(r"#token=(rst_[A-Za-z0-9_-]+)")
 # --- helpers ------------------------------------------------------------------------------
 
 
-def form_login(client, email: str, password: str = TEST_PASSWORD):
+def form_login(client, email: str, password: str = TEST_PASSWORD, **extra: str):
+    """The OAuth2 password grant at the token endpoint (``extra``: more form fields)."""
     return client.post(
-        TOKEN, data={"grant_type": "password", "username": email, "password": password}
+        TOKEN, data={"grant_type": "password", "username": email, "password": password, **extra}
     )
 
 
 def json_login(client, email: str, password: str = TEST_PASSWORD):
-    return client.post(TOKEN, json={"email": email, "password": password})
+    return client.post(LOGIN, json={"email": email, "password": password})
+
+
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+# RFC 6749 §5.2: error_description is %x20-21 / %x23-5B / %x5D-7E.
+OAUTH_TEXT = re.compile(r"[\x20\x21\x23-\x5b\x5d-\x7e]*")
+
+
+def assert_oauth_error(response, error: str) -> str:
+    """An RFC 6749 §5.2 error answer (400, JSON, never cached); its error_description."""
+    assert response.status_code == 400, response.text
+    assert response.headers["content-type"] == "application/json"
+    assert response.headers["cache-control"] == "no-store"
+    assert response.headers["pragma"] == "no-cache"
+    assert response.headers["x-request-id"]
+    assert "www-authenticate" not in response.headers
+    body = response.json()
+    assert set(body) == {"error", "error_description"}, body
+    assert body["error"] == error, body
+    assert body["error_description"] and OAUTH_TEXT.fullmatch(body["error_description"]), body
+    return body["error_description"]
 
 
 def iso(moment: datetime) -> str:
@@ -105,7 +131,9 @@ def test_form_login_issues_a_bearer_token_that_works(anonymous_client, database)
     response = form_login(anonymous_client, user.email)
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == "application/json"
+    # RFC 6749 §5.1
     assert response.headers["cache-control"] == "no-store"
+    assert response.headers["pragma"] == "no-cache"
     token = response.json()
     assert set(token) == {"access_token", "token_type", "expires_in", "expires_at", "scope"}
     assert token["token_type"] == "bearer"
@@ -123,6 +151,7 @@ def test_json_login_works_and_records_last_login(anonymous_client, database):
     before = utcnow()
     response = json_login(anonymous_client, user.email.upper())  # e-mails ignore case
     assert response.status_code == 200, response.text
+    assert response.headers["cache-control"] == "no-store"
     assert response.json()["scope"] == "viewer clerk manager"
     with database.transaction(write=False) as session:
         stored = session.get(User, user.id)
@@ -157,18 +186,28 @@ def test_every_login_failure_looks_the_same(anonymous_client, database, monkeypa
     wrong_password = json_login(anonymous_client, user.email, "not the password at all")
     unknown_email = json_login(anonymous_client, "nobody@example.com")
     deactivated = json_login(anonymous_client, inactive.email)  # right password
-    wrong_by_form = form_login(anonymous_client, user.email, "not the password at all")
-
-    for response in (wrong_password, unknown_email, deactivated, wrong_by_form):
+    for response in (wrong_password, unknown_email, deactivated):
         problem = assert_problem(response, 401, "invalid-credentials")
         assert response.headers["www-authenticate"].startswith("Bearer")
         assert problem["detail"] == "The e-mail address or password is wrong."
     assert comparable(wrong_password) == comparable(unknown_email) == comparable(deactivated)
-    assert comparable(wrong_password) == comparable(wrong_by_form)
+
+    # The token endpoint: one RFC 6749 invalid_grant for the same three.
+    form_wrong_password = form_login(anonymous_client, user.email, "not the password at all")
+    form_unknown_email = form_login(anonymous_client, "nobody@example.com")
+    form_deactivated = form_login(anonymous_client, inactive.email)
+    for response in (form_wrong_password, form_unknown_email, form_deactivated):
+        detail = assert_oauth_error(response, "invalid_grant")
+        assert detail == "The e-mail address or password is wrong."
+    assert (
+        comparable(form_wrong_password)
+        == comparable(form_unknown_email)
+        == comparable(form_deactivated)
+    )
     # An unknown e-mail still costs a hash verification (against a dummy hash).
-    assert len(checked) == 4
-    assert checked[1] is None
-    assert all(stored is not None for stored in (checked[0], checked[2], checked[3]))
+    assert len(checked) == 6
+    assert checked[1] is None and checked[4] is None
+    assert all(checked[i] is not None for i in (0, 2, 3, 5))
 
 
 def test_a_deactivated_user_cannot_log_in(anonymous_client, database):
@@ -176,7 +215,7 @@ def test_a_deactivated_user_cannot_log_in(anonymous_client, database):
     assert json_login(anonymous_client, user.email).status_code == 200
     set_active(database, user.id, False)
     assert_problem(json_login(anonymous_client, user.email), 401, "invalid-credentials")
-    assert_problem(form_login(anonymous_client, user.email), 401, "invalid-credentials")
+    assert_oauth_error(form_login(anonymous_client, user.email), "invalid_grant")
     with database.transaction(write=False) as session:
         tokens = session.scalars(select(AccessToken.id).where(AccessToken.user_id == user.id))
         assert len(tokens.all()) == 1  # only the login before deactivation issued one
@@ -184,11 +223,221 @@ def test_a_deactivated_user_cannot_log_in(anonymous_client, database):
 
 def test_login_rejects_malformed_requests(anonymous_client, database):
     user = create_user(database, "viewer")
-    grant = {"grant_type": "client_credentials", "username": user.email, "password": "x"}
-    assert_problem(anonymous_client.post(TOKEN, data=grant), 400)
     extra = {"email": user.email, "password": TEST_PASSWORD, "role": "admin"}
-    assert_problem(anonymous_client.post(TOKEN, json=extra), 400)
-    assert_problem(anonymous_client.post(TOKEN, json={"email": user.email}), 400)
+    problem = assert_problem(anonymous_client.post(LOGIN, json=extra), 400, "validation-error")
+    assert [e["pointer"] for e in problem["errors"]] == ["/role"]  # JSON: unknown is an error
+    problem = assert_problem(anonymous_client.post(LOGIN, json={"email": user.email}), 400)
+    assert [e["pointer"] for e in problem["errors"]] == ["/password"]
+
+
+def test_each_operation_takes_one_media_type(anonymous_client, database):
+    user = create_user(database, "viewer")
+    grant = {"grant_type": "password", "username": user.email, "password": TEST_PASSWORD}
+    as_form = assert_problem(anonymous_client.post(LOGIN, data=grant), 415)
+    assert as_form["media_types"] == ["application/json"]
+    as_json = assert_problem(
+        anonymous_client.post(TOKEN, json={"email": user.email, "password": TEST_PASSWORD}), 415
+    )
+    assert as_json["media_types"] == ["application/x-www-form-urlencoded"]
+    with database.transaction(write=False) as session:
+        assert (
+            session.scalars(select(AccessToken).where(AccessToken.user_id == user.id)).all() == []
+        )
+
+
+# --- the OAuth2 token endpoint (RFC 6749) ---------------------------------------------------
+
+
+def test_the_token_works_and_the_answer_says_which_scopes_it_grants(anonymous_client, database):
+    user = create_user(database, "manager")
+    for scope in (None, "", "viewer", "clerk viewer", " manager  viewer "):
+        extra = {} if scope is None else {"scope": scope}
+        response = form_login(anonymous_client, user.email, **extra)
+        assert response.status_code == 200, (scope, response.text)
+        # Always the user's role and those below: what the token really carries.
+        assert response.json()["scope"] == "viewer clerk manager", scope
+        token = response.json()["access_token"]
+        me = anonymous_client.get("/api/v1/users/me", headers=bearer(token))
+        assert me.status_code == 200 and me.json()["email"] == user.email
+
+
+def test_a_scope_beyond_the_role_is_invalid_scope(anonymous_client, database):
+    user = create_user(database, "clerk")
+    for scope in ("admin", "viewer manager", "manager admin"):
+        detail = assert_oauth_error(
+            form_login(anonymous_client, user.email, scope=scope), "invalid_scope"
+        )
+        assert "does not grant" in detail
+    unknown = form_login(anonymous_client, user.email, scope="superuser")
+    assert "viewer clerk manager admin" in assert_oauth_error(unknown, "invalid_scope")
+    # No password, no answer about the role: a wrong one is invalid_grant whatever scope asks.
+    wrong = form_login(anonymous_client, user.email, "not the password at all", scope="admin")
+    assert_oauth_error(wrong, "invalid_grant")
+    with database.transaction(write=False) as session:
+        assert (
+            session.scalars(select(AccessToken).where(AccessToken.user_id == user.id)).all() == []
+        )
+
+
+@pytest.mark.parametrize(
+    "grant_type", ["client_credentials", "authorization_code", "refresh_token", "PASSWORD", "x"]
+)
+def test_a_grant_other_than_password_is_unsupported(anonymous_client, database, grant_type):
+    user = create_user(database, "viewer")
+    form = {"grant_type": grant_type, "username": user.email, "password": TEST_PASSWORD}
+    response = anonymous_client.post(TOKEN, data=form)
+    assert "password grant" in assert_oauth_error(response, "unsupported_grant_type")
+
+
+@pytest.mark.parametrize(
+    "form",
+    [
+        {"grant_type": "client_credentials", "client_id": "erp", "client_secret": "s"},
+        {"grant_type": "refresh_token", "refresh_token": "rt_123"},
+        {"grant_type": "authorization_code", "code": "abc", "redirect_uri": "https://x.test/"},
+        {"grant_type": "urn:ietf:params:oauth:grant-type:device_code", "device_code": "d"},
+    ],
+    ids=["client_credentials", "refresh_token", "authorization_code", "device_code"],
+)
+def test_another_grant_with_its_own_parameters_is_unsupported_not_invalid(anonymous_client, form):
+    """No username or password: those belong to the password grant, the grant type is wrong."""
+    response = anonymous_client.post(TOKEN, data=form)
+    assert "password grant" in assert_oauth_error(response, "unsupported_grant_type")
+
+
+@pytest.mark.parametrize(
+    ("body", "named"),
+    [
+        ("username=ada%40example.com&password=secret", "grant_type"),
+        ("grant_type=password&password=secret", "username"),
+        ("grant_type=password&username=ada%40example.com", "password"),
+        ("grant_type=&username=ada%40example.com&password=secret", "grant_type"),
+        ("grant_type=password&username=&password=secret", "username"),
+        ("grant_type=password&username=ada%40example.com&password=", "password"),
+        ("", "body"),
+    ],
+    ids=[
+        "no-grant_type",
+        "no-username",
+        "no-password",
+        "empty-grant_type",
+        "empty-username",
+        "empty-password",
+        "empty-body",
+    ],
+)
+def test_a_missing_or_empty_parameter_is_invalid_request(anonymous_client, body, named):
+    response = anonymous_client.post(TOKEN, content=body.encode(), headers=FORM)
+    detail = assert_oauth_error(response, "invalid_request")
+    assert named in detail.lower(), detail
+
+
+@pytest.mark.parametrize(
+    "name", ["grant_type", "username", "password", "scope", "client_id", "client_secret"]
+)
+def test_a_parameter_given_twice_is_invalid_request(anonymous_client, database, name):
+    user = create_user(database, "viewer")
+    fields = [
+        ("grant_type", "password"),
+        ("username", user.email),
+        ("password", TEST_PASSWORD),
+        ("scope", "viewer"),
+        ("client_id", "swagger"),
+        ("client_secret", "none"),
+    ]
+    value = dict(fields)[name]
+    body = "&".join(f"{k}={quote(v)}" for k, v in [*fields, (name, value)])
+    response = anonymous_client.post(TOKEN, content=body.encode(), headers=FORM)
+    assert name in assert_oauth_error(response, "invalid_request")
+
+
+def test_malformed_requests_are_invalid_request_without_echo(anonymous_client, caplog):
+    secret = "x" * 300  # over the 256-character limit
+    cases = [
+        {"grant_type": "password", "username": "a@example.com", "password": secret},
+        {"grant_type": "password", "username": "a\x00@example.com", "password": "y"},
+        {"grant_type": "password", "username": "u" * 300, "password": "y"},
+        {"grant_type": "password", "username": "a@example.com", "password": "y", "scope": secret},
+    ]
+    for form in cases:
+        response = anonymous_client.post(TOKEN, data=form)
+        assert_oauth_error(response, "invalid_request")
+        assert secret not in response.text and "\x00" not in response.text
+    assert secret not in caplog.text
+    # A parameter in the query string (they belong in the body).
+    response = anonymous_client.post(
+        TOKEN + "?password=y", data={"grant_type": "password", "username": "a@example.com"}
+    )
+    assert "password" in assert_oauth_error(response, "invalid_request")
+    # error_description stays within RFC 6749's characters whatever it quotes.
+    for query in ("caf%C3%A9=1", "a%22b%5Cc=1", "x%FF=1"):
+        response = anonymous_client.post(
+            f"{TOKEN}?{query}",
+            data={"grant_type": "password", "username": "a@example.com", "password": "y"},
+        )
+        assert_oauth_error(response, "invalid_request")
+
+
+def test_client_credentials_and_unknown_parameters_are_ignored(anonymous_client, database):
+    """RFC 6749 §3.2: unrecognised parameters are ignored; every client is public."""
+    user = create_user(database, "viewer")
+    extra = {
+        "client_id": "swagger-ui",
+        "client_secret": "anything",
+        "state": "xyz",
+        "redirect_uri": "https://client.example.com/cb",
+        "nonce": "\x00 even a NUL",
+        "x" * 300: "a long name",
+    }
+    basic = {"Authorization": "Basic " + b64encode(b"my-client:its-secret").decode()}
+    response = anonymous_client.post(
+        TOKEN,
+        data={"grant_type": "password", "username": user.email, "password": TEST_PASSWORD, **extra},
+        headers=basic,
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["token_type"] == "bearer"
+    # Swagger UI's Authorize sends an empty scope and `Basic Og==` (no client id).
+    response = form_login(anonymous_client, user.email, scope="", client_id="")
+    assert response.status_code == 200, response.text
+    response = anonymous_client.post(
+        TOKEN,
+        data={"grant_type": "password", "username": user.email, "password": TEST_PASSWORD},
+        headers={"Authorization": "Basic Og=="},
+    )
+    assert response.status_code == 200, response.text
+    # Ignored, not trusted: the right client secret does not replace a wrong password.
+    wrong = anonymous_client.post(
+        TOKEN,
+        data={"grant_type": "password", "username": user.email, "password": "not it", **extra},
+        headers=basic,
+    )
+    assert_oauth_error(wrong, "invalid_grant")
+
+
+def test_validation_errors_are_rfc_6749_also_from_a_server_that_sends_no_extensions(
+    app, anonymous_client
+):
+    """uvicorn's ASGI scope has no `extensions` (Starlette's TestClient's has): the error
+    handlers must still know the routed operation. httpx's ASGI transport sends none either."""
+
+    async def post() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            return await client.post(TOKEN, data={"grant_type": "password", "username": "a@b.c"})
+
+    response = asyncio.run(post())
+    detail = assert_oauth_error(response, "invalid_request")
+    assert detail == "The request is invalid: password: This field is required."
+
+
+def test_the_token_endpoint_keeps_problems_for_413_and_415(anonymous_client):
+    huge = {"grant_type": "password", "username": "a@example.com", "password": "p" * (2 << 20)}
+    assert_problem(anonymous_client.post(TOKEN, data=huge), 413, "payload-too-large")
+    as_text = anonymous_client.post(
+        TOKEN, content=b"grant_type=password", headers={"Content-Type": "text/plain"}
+    )
+    assert_problem(as_text, 415, "unsupported-media-type")
 
 
 # --- logout and expiry --------------------------------------------------------------------
@@ -396,20 +645,22 @@ def test_the_reset_link_can_be_made_outside_a_request(anonymous_client, database
         assert session.scalars(select(OutboxMessage.recipient)).all() == [user.email]
 
 
-def test_an_invalid_login_form_gets_field_errors_and_no_password_echo(anonymous_client, caplog):
-    """The OAuth2 form reports errors[] like JSON bodies, and never repeats the password."""
+def test_an_invalid_login_form_names_the_field_and_never_echoes_the_password(
+    anonymous_client, caplog
+):
+    """The token endpoint's invalid_request names the field, and never repeats the password."""
     secret = "x" * 300  # over the 256-character limit
     response = anonymous_client.post(
-        "/api/v1/auth/token",
-        data={"grant_type": "password", "username": "a@example.com", "password": secret},
+        TOKEN, data={"grant_type": "password", "username": "a@example.com", "password": secret}
     )
-    problem = assert_problem(response, 400, "validation-error")
-    assert [e["pointer"] for e in problem["errors"]] == ["/password"]
+    assert assert_oauth_error(response, "invalid_request").startswith(
+        "The request is invalid: password: "
+    )
     assert secret not in response.text
     assert secret not in caplog.text
 
     response = anonymous_client.post(
-        "/api/v1/auth/token", data={"grant_type": "password", "username": "a@example.com"}
+        TOKEN, data={"grant_type": "password", "username": "a@example.com"}
     )
-    problem = assert_problem(response, 400, "validation-error")
-    assert [e["pointer"] for e in problem["errors"]] == ["/password"]
+    detail = assert_oauth_error(response, "invalid_request")
+    assert detail == "The request is invalid: password: This field is required."

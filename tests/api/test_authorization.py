@@ -52,7 +52,7 @@ def _call(client, method: str, path: str, headers: dict | None = None):
 def test_every_api_operation_declares_its_security():
     """Nothing under /api/v1 is public except logging in and resetting a password."""
     public = {op_id for op_id, _, path, role in OPERATIONS if role is None and "/api/" in path}
-    assert public == {"login", "requestPasswordReset", "confirmPasswordReset"}
+    assert public == {"login", "issueToken", "requestPasswordReset", "confirmPasswordReset"}
 
 
 @pytest.mark.parametrize(("operation_id", "method", "path", "role"), PROTECTED, ids=lambda v: v)

@@ -10,6 +10,7 @@ after each hostile request every table holds the rows it held before.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import time
@@ -24,6 +25,7 @@ from sqlalchemy import func, select
 from service import spec
 from service.api import ratelimit
 from service.api.handlers import products as product_handlers
+from service.api.multipart_form import InvalidPartEncodingProblem, read_form
 from service.api.ratelimit import EXTENSION_KEY as RATE_LIMITS_KEY
 from service.api.ratelimit import RateLimits
 from service.api.transaction import EXTENSION_KEY
@@ -44,12 +46,22 @@ from service.problems import (
     MAX_LISTED_ERRORS,
     ImportRowsProblem,
     JSONTooDeepProblem,
+    Problem,
     RateLimitedProblem,
     UnsupportedMediaTypeProblem,
 )
 from service.schema_check import EXCERPT_CHARS, NUL_DETAIL, NUL_KEY_DETAIL
 from tests.conftest import bearer_for, wipe
-from tests.helpers import JSON, assert_problem, create_location, create_product
+from tests.helpers import (
+    IMPORT_CSV,
+    JSON,
+    assert_problem,
+    create_location,
+    create_product,
+    csv_upload,
+    multipart,
+    upload_csv,
+)
 
 CATEGORIES = "/api/v1/categories"
 PRODUCTS = "/api/v1/products"
@@ -59,9 +71,9 @@ MOVEMENTS = "/api/v1/stock/movements"
 VALUATION = "/api/v1/reports/valuation"
 SUMMARY = "/api/v1/reports/movements"
 API_KEYS = "/api/v1/api-keys"
-LOGIN = "/api/v1/auth/token"
+LOGIN = "/api/v1/auth/login"
+TOKEN = "/api/v1/auth/token"
 MAX_ANSWER_BYTES = 100_000
-CSV = {"Content-Type": "text/csv"}
 _METHODS = ("post", "put", "patch", "delete")
 
 
@@ -215,12 +227,14 @@ def test_nul_in_json_strings_and_keys_is_a_400_naming_each_place(client, databas
 def test_nul_in_a_form_field_is_a_400(anonymous_client, database):
     form = {"grant_type": "password", "username": "ada\x00@example.com", "password": "x\x00"}
     with writes_nothing(database):
-        response = anonymous_client.post(LOGIN, data=form)
-    problem = assert_problem(response, 400)
-    assert problem["errors"] == [
-        {"pointer": "/password", "detail": NUL_DETAIL},
-        {"pointer": "/username", "detail": NUL_DETAIL},
-    ]
+        response = anonymous_client.post(TOKEN, data=form)
+    # The OAuth2 token endpoint: an RFC 6749 invalid_request naming both fields.
+    assert response.status_code == 400, response.text
+    assert response.json() == {
+        "error": "invalid_request",
+        "error_description": f"The request is invalid: password: {NUL_DETAIL}; "
+        f"username: {NUL_DETAIL}",
+    }
     assert_not_echoed(response)
 
 
@@ -270,11 +284,11 @@ def test_nul_in_a_header_parameter_is_a_400(client, database):
 
 def test_nul_in_csv_cells_and_headers_is_refused(client, database):
     with writes_nothing(database):
-        response = client.post(IMPORT, content="sku,name\nA-1,Good\nA-2,Bad\x00name\n", headers=CSV)
+        response = upload_csv(client, "sku,name\nA-1,Good\nA-2,Bad\x00name\n")
         problem = assert_problem(response, 422, "invalid-import-rows")
         assert problem["errors"] == [{"line": 3, "field": "name", "detail": NUL_DETAIL}]
         assert_not_echoed(response)
-        response = client.post(IMPORT, content="sku,na\x00me\nA-1,Good\n", headers=CSV)
+        response = upload_csv(client, "sku,na\x00me\nA-1,Good\n")
         problem = assert_problem(response, 400)
         assert problem["errors"] == [{"line": 1, "detail": f"Column 2: {NUL_DETAIL}"}]
         assert_not_echoed(response)
@@ -386,7 +400,7 @@ def test_the_search_for_errors_stops_far_past_the_cap(client, database):
 def test_import_row_errors_are_capped_and_the_cli_still_gets_them_all(client, database):
     rows = ["sku,name,reorder_point"] + [f"E-{i},Bad,-1" for i in range(250)]
     with writes_nothing(database):
-        response = client.post(IMPORT, content="\n".join(rows), headers=CSV)
+        response = upload_csv(client, "\n".join(rows))
     problem = assert_problem(response, 422, "invalid-import-rows")
     assert problem["error_count"] == 250
     assert len(problem["errors"]) == MAX_LISTED_ERRORS
@@ -398,7 +412,7 @@ def test_import_row_errors_are_capped_and_the_cli_still_gets_them_all(client, da
 def test_a_csv_header_of_many_unknown_columns_is_capped(client, database):
     header = ",".join(["sku", *(f"c{i}" for i in range(20_000))])
     with writes_nothing(database):
-        response = client.post(IMPORT, content=f"{header}\nA-1\n", headers=CSV)
+        response = upload_csv(client, f"{header}\nA-1\n")
     problem = assert_problem(response, 400)
     assert problem["error_count"] == 20_000
     assert len(problem["errors"]) == MAX_LISTED_ERRORS
@@ -448,7 +462,7 @@ def test_details_quote_only_an_excerpt_of_a_long_value(client, database):
         assert "x" * (EXCERPT_CHARS + 1) not in response.text
 
         # CSV cells.
-        response = client.post(IMPORT, content=f"sku,reorder_point\nA-1,{long}\n", headers=CSV)
+        response = upload_csv(client, f"sku,reorder_point\nA-1,{long}\n")
         [error] = assert_problem(response, 422)["errors"]
         assert len(error["detail"]) < 3 * EXCERPT_CHARS
 
@@ -489,8 +503,10 @@ BAD_CSV = (
         "application/octet-stream",
         "application/x-www-form-urlencoded",
         "application/vnd.api+json",
+        "text/csv",
         "text/csv; charset=latin-1",
         "application/json; charset=utf-16",
+        "multipart/form-data; boundary=x",
     ],
 )
 @pytest.mark.parametrize("payload", ["csv", "json"])
@@ -506,18 +522,39 @@ def test_an_import_without_a_known_media_type_writes_nothing(
 
 
 @pytest.mark.parametrize(
-    ("content_type", "payload", "status", "lines"),
+    "content_type",
     [
-        ("text/csv", BAD_CSV, 422, {2, 3, 4, 5}),
-        ("application/json", json.dumps(BAD_ROWS), 400, {4}),  # a NUL is refused first
-        ("application/json", json.dumps(BAD_ROWS[:3]), 400, {1, 2, 3}),
+        None,
+        "",
+        "text/csv",
+        "text/plain",
+        "application/json",
+        "application/octet-stream",
+        "application/x-www-form-urlencoded",
+        "multipart/mixed; boundary=x",
+        "multipart/form-data; boundary=x; charset=latin-1",
     ],
 )
-def test_an_import_with_bad_rows_writes_nothing(
-    client, database, content_type, payload, status, lines
-):
+def test_a_csv_upload_without_its_media_type_writes_nothing(client, database, content_type):
+    body, _ = csv_upload(BAD_CSV)
+    headers = {} if content_type is None else {"Content-Type": content_type}
     with writes_nothing(database):
-        response = client.post(IMPORT, content=payload, headers={"Content-Type": content_type})
+        response = client.post(IMPORT_CSV, content=body, headers=headers)
+    assert_problem(response, 415)
+
+
+@pytest.mark.parametrize(
+    ("send", "status", "lines"),
+    [
+        (lambda c: upload_csv(c, BAD_CSV), 422, {2, 3, 4, 5}),
+        (lambda c: c.post(IMPORT, json=BAD_ROWS), 400, {4}),  # a NUL is refused first
+        (lambda c: c.post(IMPORT, json=BAD_ROWS[:3]), 400, {1, 2, 3}),
+    ],
+    ids=["csv", "json-nul", "json"],
+)
+def test_an_import_with_bad_rows_writes_nothing(client, database, send, status, lines):
+    with writes_nothing(database):
+        response = send(client)
     problem = assert_problem(response, status)
     assert {e["line"] for e in problem["errors"]} == lines
     assert "d" * (EXCERPT_CHARS + 1) not in response.text
@@ -536,7 +573,7 @@ def test_the_import_handler_checks_every_row_whatever_path_the_body_took(app, cl
             product_handlers.import_products(body=BAD_ROWS)
         fields = {(e["line"], e.get("field")) for e in caught.value.all_errors}
         assert fields == {(1, "description"), (2, "unit_of_measure"), (3, "name"), (4, "name")}
-        for content_type in (None, "text/plain"):
+        for content_type in (None, "text/plain", "text/csv"):
             with (
                 flask_app.test_request_context(
                     IMPORT, method="POST", data=BAD_CSV.encode(), content_type=content_type
@@ -544,6 +581,292 @@ def test_the_import_handler_checks_every_row_whatever_path_the_body_took(app, cl
                 pytest.raises(UnsupportedMediaTypeProblem),
             ):
                 product_handlers.import_products(body=BAD_CSV.encode())
+            with (
+                flask_app.test_request_context(
+                    IMPORT_CSV, method="POST", data=BAD_CSV.encode(), content_type=content_type
+                ),
+                pytest.raises(UnsupportedMediaTypeProblem),
+            ):
+                product_handlers.import_products_csv()
+        body, headers = csv_upload(BAD_CSV)
+        with (
+            flask_app.test_request_context(
+                IMPORT_CSV, method="POST", data=body, content_type=headers["Content-Type"]
+            ),
+            pytest.raises(ImportRowsProblem) as caught,
+        ):
+            product_handlers.import_products_csv()
+        assert {e["line"] for e in caught.value.all_errors} == {2, 3, 4, 5}
+        # Two file parts, or none: refused by the handler too.
+        for parts in ([FILE_PART, FILE_PART], [("note", b"x", {})]):
+            body, headers = multipart(*parts)
+            with (
+                flask_app.test_request_context(
+                    IMPORT_CSV, method="POST", data=body, content_type=headers["Content-Type"]
+                ),
+                pytest.raises(Problem) as refused,
+            ):
+                product_handlers.import_products_csv()
+            assert refused.value.status == 400
+
+
+# --- the CSV import's file upload (multipart/form-data) ------------------------------------
+
+GOOD_CSV = b"sku,name\nMP-1,Multipart\n"
+FILE_PART = ("file", GOOD_CSV, {"filename": "products.csv", "Content-Type": "text/csv"})
+BOUNDARY_TYPE = {"Content-Type": "multipart/form-data; boundary=xyz"}
+
+
+def _raw(body: bytes, content_type: str = "multipart/form-data; boundary=xyz"):
+    return body, {"Content-Type": content_type}
+
+
+def _part(headers: bytes, content: bytes = b"sku\nMP-1\n") -> bytes:
+    return b"--xyz\r\n" + headers + b"\r\n\r\n" + content + b"\r\n"
+
+
+DISPOSITION = b'Content-Disposition: form-data; name="file"; filename="p.csv"'
+
+# (id, the body and its headers, status, problem type, a pointer errors[] must name)
+HOSTILE_UPLOADS = [
+    ("no-parts", multipart(), 400, "validation-error", "/file"),
+    ("only-an-unknown-part", multipart(("note", b"x", {})), 400, "validation-error", "/note"),
+    ("empty-file", multipart(("file", b"", {"filename": "p.csv"})), 400, "validation-error", None),
+    ("empty-file-no-filename", multipart(("file", b"", {})), 400, "validation-error", None),
+    ("blank-file", multipart(("file", b"\r\n\r\n", {"filename": "p.csv"})), 400, None, None),
+    ("two-file-parts", multipart(FILE_PART, FILE_PART), 400, "validation-error", "/file"),
+    (
+        "file-and-unknown-text-part",
+        multipart(FILE_PART, ("colour", b"red", {})),
+        400,
+        "validation-error",
+        "/colour",
+    ),
+    (
+        "file-and-unknown-file-part",
+        multipart(FILE_PART, ("attachment", b"\x89PNG", {"filename": "x.png"})),
+        400,
+        "validation-error",
+        "/attachment",
+    ),
+    (
+        "file-and-dry-run-as-a-part",  # dry_run is a query parameter, not a part
+        multipart(FILE_PART, ("dry_run", b"true", {})),
+        400,
+        "validation-error",
+        "/dry_run",
+    ),
+    (
+        "not-utf8-file",
+        multipart(("file", b"sku,name\nMP-1,Caf\xe9\n", {"filename": "p.csv"})),
+        400,
+        "invalid-encoding",
+        None,
+    ),
+    (
+        "not-utf8-file-without-filename",
+        multipart(("file", b"sku,name\nMP-1,Caf\xe9\n", {})),
+        400,
+        "invalid-encoding",
+        "/file",
+    ),
+    (
+        "utf16-file",
+        multipart(("file", "sku,name\nMP-1,x\n".encode("utf-16"), {"filename": "p.csv"})),
+        400,
+        "invalid-encoding",
+        None,
+    ),
+    (
+        "utf16-file-without-filename",
+        multipart(("file", "sku,name\nMP-1,x\n".encode("utf-16"), {})),
+        400,
+        "invalid-encoding",
+        "/file",
+    ),
+    (
+        "part-charset-latin1",
+        multipart(
+            ("file", GOOD_CSV, {"filename": "p.csv", "Content-Type": "text/csv; charset=latin-1"})
+        ),
+        415,
+        "unsupported-charset",
+        None,
+    ),
+    ("no-boundary", _raw(multipart(FILE_PART)[0], "multipart/form-data"), 400, None, ""),
+    (
+        "empty-boundary",
+        _raw(multipart(FILE_PART)[0], 'multipart/form-data; boundary=""'),
+        400,
+        None,
+        "",
+    ),
+    ("wrong-boundary", _raw(multipart(FILE_PART)[0]), 400, None, ""),
+    ("boundary-too-long", multipart(FILE_PART, boundary="b" * 300), 400, None, ""),
+    ("no-closing-boundary", _raw(_part(DISPOSITION)), 400, None, ""),
+    ("truncated-in-headers", _raw(b"--xyz\r\nContent-Disposition: form-da"), 400, None, ""),
+    ("not-multipart-at-all", _raw(GOOD_CSV), 400, None, ""),
+    (
+        "no-content-disposition",
+        _raw(_part(b"Content-Type: text/csv") + b"--xyz--\r\n"),
+        400,
+        None,
+        "",
+    ),
+    (
+        "disposition-without-name",
+        _raw(_part(b'Content-Disposition: form-data; filename="p.csv"') + b"--xyz--\r\n"),
+        400,
+        None,
+        "",
+    ),
+    (
+        "disposition-not-form-data",
+        _raw(_part(b'Content-Disposition: attachment; name="file"') + b"--xyz--\r\n"),
+        400,
+        None,
+        "",
+    ),
+    (
+        "too-many-part-headers",
+        _raw(_part(DISPOSITION + b"".join(b"\r\nX-%d: y" % i for i in range(50))) + b"--xyz--\r\n"),
+        400,
+        None,
+        "",
+    ),
+    (
+        "huge-part-header",
+        _raw(_part(DISPOSITION + b"\r\nX-Pad: " + b"p" * 200_000) + b"--xyz--\r\n"),
+        400,
+        None,
+        "",
+    ),
+    (
+        "thousands-of-parts",
+        multipart(*[(f"f{i}", b"v", {}) for i in range(5000)]),
+        400,
+        None,
+        "",
+    ),
+    (
+        "thousands-of-file-parts",
+        multipart(*[FILE_PART] * 5000),
+        400,
+        None,
+        "",
+    ),
+    ("nul-in-part-name", multipart(FILE_PART, ("fi\x00le", b"x", {})), 400, "validation-error", ""),
+    (
+        "huge-part-name",
+        multipart(FILE_PART, ("n" * 100_000, b"x", {})),
+        400,
+        "validation-error",
+        "",
+    ),
+    (
+        "huge-unknown-part",
+        multipart(FILE_PART, ("pad", b"p" * 3_000_000, {})),
+        400,
+        "validation-error",
+        "/pad",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "status", "slug", "pointer"),
+    [
+        pytest.param(body, headers, status, slug, pointer, id=name)
+        for name, (body, headers), status, slug, pointer in HOSTILE_UPLOADS
+    ],
+)
+def test_a_hostile_upload_is_a_small_problem_and_writes_nothing(
+    client, database, body, headers, status, slug, pointer
+):
+    started = time.perf_counter()
+    with writes_nothing(database):
+        response = client.post(IMPORT_CSV, content=body, headers=headers)
+    problem = assert_problem(response, status, slug)
+    assert time.perf_counter() - started < 2
+    assert_small(response)
+    assert_not_echoed(response)
+    assert "Traceback" not in response.text
+    assert b"n" * 100 not in response.content and b"p" * 100 not in response.content
+    if pointer is not None:
+        assert pointer in [e.get("pointer") for e in problem.get("errors", [])], problem
+    assert client.get(PRODUCTS).json()["items"] == []
+
+
+def test_a_missing_or_repeated_file_part_is_named(client):
+    missing = assert_problem(
+        client.post(IMPORT_CSV, content=multipart(("note", b"x", {}))[0], headers=multipart()[1]),
+        400,
+    )
+    assert missing["errors"] == [
+        {"pointer": "/note", "detail": "Unknown part; the form takes: file."},
+        {"pointer": "/file", "detail": "This part is required."},
+    ]
+    body, headers = multipart(FILE_PART, FILE_PART)
+    twice = assert_problem(client.post(IMPORT_CSV, content=body, headers=headers), 400)
+    assert twice["errors"] == [
+        {"pointer": "/file", "detail": "Send this part once; the form has 2."}
+    ]
+
+
+def test_an_empty_upload_body_is_400(client, database):
+    with writes_nothing(database):
+        response = client.post(IMPORT_CSV, content=b"", headers=BOUNDARY_TYPE)
+    assert_problem(response, 400, "validation-error")
+
+
+def test_a_file_part_not_in_utf8_names_the_byte_and_the_line(client):
+    body, headers = multipart(("file", b"sku,name\nMP-1,ok\nMP-2,Caf\xe9\n", {}))
+    problem = assert_problem(client.post(IMPORT_CSV, content=body, headers=headers), 400)
+    assert "byte 25 (line 3)" in problem["detail"]
+    body, headers = multipart(("file", b"sku,name\nMP-1,ok\nMP-2,Caf\xe9\n", {"filename": "a"}))
+    problem = assert_problem(client.post(IMPORT_CSV, content=body, headers=headers), 400)
+    assert "byte 25 (line 3)" in problem["detail"]
+
+
+@pytest.mark.parametrize("filename", [None, "products.csv"])
+def test_an_upload_sent_in_tiny_chunks_is_read_whole(client, filename):
+    """Multi-byte characters and the boundary split across chunks, with or without filename."""
+    content = "sku,name\n" + "".join(f"MP-{i},Caf\u00e9 \u20ac {i}\n" for i in range(40))
+    body, headers = csv_upload(content, filename=filename)
+    chunks = (body[i : i + 7] for i in range(0, len(body), 7))
+
+    response = client.post(IMPORT_CSV, content=chunks, headers=headers)
+
+    assert response.status_code == 200, response.text
+    assert response.json()["created"] == 40
+    names = {
+        p["sku"]: p["name"] for p in client.get(PRODUCTS, params={"limit": 200}).json()["items"]
+    }
+    assert names["MP-7"] == "Caf\u00e9 \u20ac 7"
+
+
+def test_the_form_reader_reports_the_first_bad_byte_across_chunks():
+    file_part = {"file": {"type": "string", "format": "binary"}}
+    content = b"sku\n" + "\u20ac".encode() * 10 + b"\nA\xe2\x82" + b"X"
+    body, headers = multipart(("file", content, {}))
+
+    async def tiny():
+        for i in range(len(body)):
+            yield body[i : i + 1]
+
+    with pytest.raises(InvalidPartEncodingProblem) as caught:
+        asyncio.run(read_form(headers["Content-Type"], tiny(), file_part))
+    # "sku\n" (4) + 10 euro signs (30) + "\nA" (2): the broken character starts at byte 36.
+    assert "byte 36 (line 3)" in caught.value.detail
+    good = b"sku\n" + "\u20ac".encode() * 10
+    body, headers = multipart(("file", good, {}))
+
+    async def tiny_good():
+        for i in range(len(body)):
+            yield body[i : i + 1]
+
+    form = asyncio.run(read_form(headers["Content-Type"], tiny_good(), file_part))
+    assert [(p.name, p.filename, p.size) for p in form.parts] == [("file", None, len(good))]
 
 
 # --- timestamps -------------------------------------------------------------------------------

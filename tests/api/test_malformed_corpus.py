@@ -4,7 +4,8 @@ The corpus (tests/api/malformed_corpus.py) walks the spec and makes the hostile 
 apply to each operation. It runs once per database against a small seeded store; then each
 case is its own test, so a failure names the case (``POST /api/v1/stock/receipts
 deep-json``), its status and the start of its answer. Every answer must be a 4xx
-``application/problem+json`` with ``type``, ``title``, ``status`` and ``detail``, no stack
+``application/problem+json`` with ``type``, ``title``, ``status`` and ``detail`` (the OAuth2
+token endpoint's 400s: an RFC 6749 ``{error, error_description}`` document), no stack
 trace or SQL, under 100 KB and never echoing a submitted huge value in full; the few
 legitimate inputs (``%`` or ``_`` in ``q``, a far timestamp the service clamps) must get a
 correct 2xx answer. Afterwards every table has the rows it had before.

@@ -1,4 +1,9 @@
-"""POST /api/v1/products/import: CSV or JSON, upsert by SKU, every row checked, all or nothing."""
+"""The product import: upsert by SKU, every row checked, all or nothing.
+
+``POST /api/v1/products/import`` takes a JSON array, ``POST /api/v1/products/import/csv`` a CSV
+file upload (``multipart/form-data``, one ``file`` part); the rows and answers are the same.
+The upload's hostile forms are in tests/api/test_hostile_input.py.
+"""
 
 from __future__ import annotations
 
@@ -16,18 +21,24 @@ from service.config import Settings
 from service.domain import product_io
 from service.problems import MAX_LISTED_ERRORS, ConcurrentChangeProblem
 from tests.conftest import bearer_for, wipe
-from tests.helpers import assert_problem, create_category, create_product
+from tests.helpers import (
+    IMPORT_CSV,
+    assert_problem,
+    create_category,
+    create_product,
+    csv_upload,
+    multipart,
+    upload_csv,
+)
 
 IMPORT = "/api/v1/products/import"
 EXPORT = "/api/v1/products/export"
 PRODUCTS = "/api/v1/products"
-CSV_TYPE = {"Content-Type": "text/csv"}
 JSON_TYPE = {"Content-Type": "application/json"}
 
 
 def post_csv(client, text: str | bytes, **params):
-    body = text.encode("utf-8") if isinstance(text, str) else text
-    return client.post(IMPORT, content=body, headers=CSV_TYPE, params=params)
+    return upload_csv(client, text, **params)
 
 
 def post_json(client, rows, **params):
@@ -473,16 +484,80 @@ def test_nul_characters_are_row_errors_not_server_errors(client):
     assert error_at(errors, 2, "description")
 
 
-def test_a_charset_other_than_utf8_is_415(client):
-    response = client.post(
-        IMPORT, content=b"sku,name\nA,b\n", headers={"Content-Type": "text/csv; charset=latin-1"}
+def test_a_file_part_with_a_charset_other_than_utf8_is_415(client):
+    body, headers = multipart(
+        (
+            "file",
+            b"sku,name\nA,b\n",
+            {"filename": "a.csv", "Content-Type": "text/csv; charset=latin-1"},
+        )
     )
-    assert_problem(response, 415, "unsupported-charset")
+    problem = assert_problem(client.post(IMPORT_CSV, content=body, headers=headers), 415)
+    assert problem["type"].endswith("/unsupported-charset")
+    assert "'file'" in problem["detail"]
+    assert all_products(client) == {}
+
+
+@pytest.mark.parametrize("charset", ["utf-8", "UTF8", "us-ascii"])
+def test_a_file_part_may_name_utf8_or_ascii(client, charset):
+    body, headers = multipart(
+        (
+            "file",
+            b"sku,name\nCS-1,x\n",
+            {"filename": "a.csv", "Content-Type": f"text/csv; charset={charset}"},
+        )
+    )
+    imported(client.post(IMPORT_CSV, content=body, headers=headers), created=1)
+
+
+@pytest.mark.parametrize(
+    ("filename", "content_type"),
+    [
+        ("products.csv", "text/csv"),
+        ("products.csv", "application/octet-stream"),  # what curl -F file=@products.csv sends
+        ("blob", None),  # a browser's FormData with a Blob
+        ("", "application/octet-stream"),
+        (None, None),  # openapi-python-client's File without file_name: no filename at all
+        (None, "text/csv"),
+    ],
+)
+def test_the_file_part_is_read_whatever_its_filename_and_type(client, filename, content_type):
+    body, headers = csv_upload(
+        'sku,name,description\nU-1,Caf\u00e9,"quoted, with\r\na line break"\n',
+        filename=filename,
+        content_type=content_type,
+    )
+
+    imported(client.post(IMPORT_CSV, content=body, headers=headers), created=1)
+
+    product = all_products(client)["U-1"]
+    assert (product["name"], product["description"]) == (
+        "Caf\u00e9",
+        "quoted, with\r\na line break",
+    )
 
 
 def test_an_unsupported_media_type_is_415(client):
-    response = client.post(IMPORT, content=b"sku", headers={"Content-Type": "text/plain"})
+    response = client.post(IMPORT_CSV, content=b"sku", headers={"Content-Type": "text/plain"})
     assert_problem(response, 415)
+    assert response.headers["accept-post"] == "multipart/form-data"
+
+
+@pytest.mark.parametrize(("path", "media_type"), [(IMPORT, "text/csv"), (IMPORT_CSV, "text/csv")])
+def test_csv_as_a_raw_body_is_415_on_both_imports(client, path, media_type):
+    """The JSON import took text/csv before the upload existed; neither takes it now."""
+    response = client.post(path, content=b"sku,name\nA,b\n", headers={"Content-Type": media_type})
+    problem = assert_problem(response, 415, "unsupported-media-type")
+    assert problem["media_types"] == (
+        ["application/json"] if path == IMPORT else ["multipart/form-data"]
+    )
+    assert all_products(client) == {}
+
+
+def test_a_json_array_sent_as_the_file_is_a_csv_error(client):
+    problem = assert_problem(upload_csv(client, json.dumps([{"sku": "J-1"}])), 400)
+    assert problem["errors"][0]["line"] == 1
+    assert all_products(client) == {}
 
 
 def test_import_statement_count_does_not_grow_with_rows(client, count_queries):
@@ -525,7 +600,10 @@ def test_an_export_imports_back_unchanged(client, accept):
     exported = client.get(EXPORT, headers={"Accept": accept})
     assert exported.status_code == 200
 
-    response = client.post(IMPORT, content=exported.content, headers={"Content-Type": accept})
+    if accept == "text/csv":
+        response = upload_csv(client, exported.content)
+    else:
+        response = client.post(IMPORT, content=exported.content, headers={"Content-Type": accept})
 
     imported(response, rows=3, created=0, updated=0, unchanged=3)
     assert all_products(client) == before
@@ -562,6 +640,15 @@ def rows_of_size(size: int) -> bytes:
     return body
 
 
+def upload_of_size(size: int) -> tuple[bytes, dict[str, str], bytes]:
+    """A CSV upload whose whole body, multipart framing included, is ``size`` bytes or a few
+    more; with its Content-Type header and the file it holds."""
+    overhead = len(csv_upload(b"")[0])
+    csv = rows_of_size(size - overhead)
+    body, headers = csv_upload(csv)
+    return body, headers, csv
+
+
 def test_a_body_over_the_limit_by_content_length_is_413(limited_client):
     body = rows_of_size(SMALL_LIMIT + 1)
 
@@ -571,23 +658,35 @@ def test_a_body_over_the_limit_by_content_length_is_413(limited_client):
     assert all_products(limited_client) == {}
 
 
+def test_the_multipart_framing_counts_towards_the_limit(limited_client):
+    """The file alone is within the limit; with its part headers and boundaries it is not."""
+    body, headers, csv = upload_of_size(SMALL_LIMIT + 1)
+    assert len(csv) < SMALL_LIMIT < len(body)
+
+    response = limited_client.post(IMPORT_CSV, content=body, headers=headers)
+
+    assert_problem(response, 413, "payload-too-large")
+    assert all_products(limited_client) == {}
+
+
 def test_a_chunked_body_over_the_limit_is_413(limited_client):
-    body = rows_of_size(SMALL_LIMIT * 3)
+    body, headers, _csv = upload_of_size(SMALL_LIMIT * 3)
     chunks = (body[i : i + 100] for i in range(0, len(body), 100))
 
-    response = limited_client.post(IMPORT, content=chunks, headers=CSV_TYPE)
+    response = limited_client.post(IMPORT_CSV, content=chunks, headers=headers)
 
     assert_problem(response, 413, "payload-too-large")
     assert all_products(limited_client) == {}
 
 
 def test_a_chunked_body_within_the_limit_is_imported(limited_client):
-    body = rows_of_size(SMALL_LIMIT - 100)
+    body, headers, csv = upload_of_size(SMALL_LIMIT - 100)
+    assert len(body) <= SMALL_LIMIT
     chunks = (body[i : i + 100] for i in range(0, len(body), 100))
 
-    counts = imported(limited_client.post(IMPORT, content=chunks, headers=CSV_TYPE))
+    counts = imported(limited_client.post(IMPORT_CSV, content=chunks, headers=headers))
 
-    assert counts["created"] == body.count(b"\n") - 1
+    assert counts["created"] == csv.count(b"\n") - 1
 
 
 def test_a_json_body_over_the_limit_is_413_too(limited_client):
@@ -613,15 +712,17 @@ def test_credentials_are_checked_before_the_size(small_limit_app):
 
 @pytest.mark.parametrize(("role", "status"), [("viewer", 403), ("clerk", 403), ("manager", 200)])
 def test_import_needs_the_manager_role(anonymous_client, auth_headers, role, status):
-    response = anonymous_client.post(
-        IMPORT, content=b"sku,name\nR-1,Role\n", headers={**CSV_TYPE, **auth_headers(role)}
+    csv = upload_csv(anonymous_client, "sku,name\nR-1,Role\n", headers=auth_headers(role))
+    assert csv.status_code == status, csv.text
+    rows = anonymous_client.post(
+        IMPORT, json=[{"sku": "R-2", "name": "Role"}], headers=auth_headers(role)
     )
-    assert response.status_code == status, response.text
+    assert rows.status_code == status, rows.text
 
 
 def test_import_without_credentials_is_401(anonymous_client):
-    response = anonymous_client.post(IMPORT, content=b"sku,name\nR-1,Role\n", headers=CSV_TYPE)
-    assert_problem(response, 401)
+    assert_problem(upload_csv(anonymous_client, "sku,name\nR-1,Role\n"), 401)
+    assert_problem(anonymous_client.post(IMPORT, json=[{"sku": "R-1", "name": "Role"}]), 401)
 
 
 # --- the quick row check agrees with the validator -------------------------------------------

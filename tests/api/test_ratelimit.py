@@ -30,7 +30,8 @@ from service.models import Category
 from tests.conftest import TEST_PASSWORD, bearer_for, create_user
 from tests.helpers import JSON, assert_problem
 
-LOGIN = "/api/v1/auth/token"
+LOGIN = "/api/v1/auth/login"
+TOKEN = "/api/v1/auth/token"
 RESET = "/api/v1/auth/password-reset"
 CONFIRM = "/api/v1/auth/password-reset/confirm"
 CATEGORIES = "/api/v1/categories"
@@ -84,13 +85,22 @@ def forwarded(address: str) -> dict[str, str]:
 
 
 def login(client, address: str | None = None, *, user: str | None = None, form: bool = False):
-    """A login attempt (a wrong password for an unknown user unless told otherwise)."""
+    """A login attempt (a wrong password for an unknown user unless told otherwise): JSON at
+    /auth/login, or with ``form`` the OAuth2 password grant at /auth/token."""
     headers = forwarded(address) if address else {}
     user = user or email()
     if form:
         data = {"grant_type": "password", "username": user, "password": "wrong password"}
-        return client.post(LOGIN, data=data, headers=headers)
+        return client.post(TOKEN, data=data, headers=headers)
     return client.post(LOGIN, json={"email": user, "password": "wrong password"}, headers=headers)
+
+
+def refused(response) -> bool:
+    """A counted, failed login: a 401 problem from /auth/login, RFC 6749 invalid_grant from
+    /auth/token."""
+    if response.status_code == 400:
+        return response.json().get("error") == "invalid_grant"
+    return response.status_code == 401
 
 
 def assert_rate_limited(response, limit: int) -> dict:
@@ -137,9 +147,9 @@ def test_per_email_limit_holds_across_client_addresses(make_app):
     victim = email()
     with app.test_client() as client:
         # Form (username) and JSON (email) bodies, any case: one e-mail, one budget.
-        assert login(client, "10.0.0.1", user=victim).status_code == 401
-        assert login(client, "10.0.0.2", user=victim.upper(), form=True).status_code == 401
-        assert login(client, "10.0.0.3", user=victim.title()).status_code == 401
+        assert refused(login(client, "10.0.0.1", user=victim))
+        assert refused(login(client, "10.0.0.2", user=victim.upper(), form=True))
+        assert refused(login(client, "10.0.0.3", user=victim.title()))
         assert_rate_limited(login(client, "10.0.0.4", user=victim, form=True), 3)
         # The fourth address itself still has budget for another e-mail.
         assert login(client, "10.0.0.4").status_code == 401
@@ -192,7 +202,7 @@ def test_a_real_login_under_the_limiter_reads_form_and_json_bodies(make_app):
     user = create_user(app.app.extensions[EXTENSION_KEY], "clerk")
     with app.test_client() as client:
         form = {"grant_type": "password", "username": user.email, "password": TEST_PASSWORD}
-        by_form = client.post(LOGIN, data=form)
+        by_form = client.post(TOKEN, data=form)
         by_json = client.post(LOGIN, json={"email": user.email, "password": TEST_PASSWORD})
         for response, remaining in ((by_form, "4"), (by_json, "3")):
             assert response.status_code == 200, response.text
@@ -200,6 +210,26 @@ def test_a_real_login_under_the_limiter_reads_form_and_json_bodies(make_app):
             assert response.headers["cache-control"] == "no-store"  # the handler's header
             assert response.headers["ratelimit-limit"] == "5"
             assert response.headers["ratelimit-remaining"] == remaining
+
+
+def test_the_token_endpoint_shares_the_login_budget_and_answers_429_as_a_problem(make_app):
+    app = make_app(login_rate_limit="3/minute")
+    with app.test_client() as client:
+        victim = email()
+        # RFC 6749 errors carry the budget like the login's problems do.
+        for remaining, form in (("2", True), ("1", False), ("0", True)):
+            response = login(client, user=victim, form=form)
+            assert refused(response), response.text
+            assert response.headers["ratelimit-limit"] == "3"
+            assert response.headers["ratelimit-remaining"] == remaining
+        assert response.json()["error"] == "invalid_grant"
+        assert response.headers["cache-control"] == "no-store"
+        # Over the limit: the same 429 problem on both (not an RFC 6749 error).
+        problem = assert_rate_limited(login(client, user=victim, form=True), 3)
+        assert problem["detail"].startswith("Too many login attempts")
+        assert_rate_limited(login(client, user=victim), 3)
+        # Also a malformed token request: refused before it is validated.
+        assert_rate_limited(client.post(TOKEN, data={"grant_type": "password"}), 3)
 
 
 # --- password reset ---------------------------------------------------------------------

@@ -630,6 +630,40 @@ def test_adjustment_below_zero_is_refused_and_writes_nothing(client, database, s
     assert_no_drift(database)
 
 
+def test_lines_after_a_short_line_are_judged_without_it(client, database, stock):
+    """Found by the contract fuzzer: a short line once left a negative running balance, and a
+    later incoming line of the same product was reported short with a negative `requested`."""
+    a, hammer = stock["a"], stock["hammer"]
+    receive(client, a, (hammer, 10, "5.00"))
+    before = snapshot(client, database)
+
+    response = post_document(
+        client,
+        "adjustments",
+        {
+            "location_id": a["id"],
+            "lines": [
+                delta(hammer, "damage", -999_999_999),
+                delta(hammer, "found", 1610),
+                delta(hammer, "loss", -10_611),
+                count(hammer, 3),
+            ],
+        },
+    )
+
+    problem = assert_problem(response, 409, "insufficient-stock")
+    assert problem["shortages"] == [
+        shortage(0, hammer, a, requested=999_999_999, available=10),
+        shortage(2, hammer, a, requested=10_611, available=1620),
+    ]
+    assert [e["pointer"] for e in problem["errors"]] == [
+        "/lines/0/quantity_delta",
+        "/lines/2/quantity_delta",
+    ]
+    assert snapshot(client, database) == before
+    assert_no_drift(database)
+
+
 @pytest.mark.parametrize(
     "fields",
     [

@@ -398,7 +398,7 @@ def test_cli_user_logs_in_and_resets_through_the_api(app, database):
 
     with app.test_client() as api:
         login = {"email": "ROOT@example.com", "password": PASSWORD}
-        assert api.post("/api/v1/auth/token", json=login).status_code == 200
+        assert api.post("/api/v1/auth/login", json=login).status_code == 200
 
         secret = _secret_of(run(database, "reset-link", "root@example.com").stdout.strip())
         confirm = {"token": secret, "new_password": new_password}
@@ -407,6 +407,6 @@ def test_cli_user_logs_in_and_resets_through_the_api(app, database):
         again = api.post("/api/v1/auth/password-reset/confirm", json=confirm)
         assert again.status_code >= 400  # single use
 
-        assert api.post("/api/v1/auth/token", json=login).status_code == 401
+        assert api.post("/api/v1/auth/login", json=login).status_code == 401
         relogin = {"email": "root@example.com", "password": new_password}
-        assert api.post("/api/v1/auth/token", json=relogin).status_code == 200
+        assert api.post("/api/v1/auth/login", json=relogin).status_code == 200

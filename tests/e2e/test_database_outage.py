@@ -130,9 +130,12 @@ def test_unreachable_database_is_503_on_an_authenticated_operation(unreachable_a
 def test_unreachable_database_is_503_on_login(unreachable_app):
     with unreachable_app.test_client() as client:
         response = client.post(
-            "/api/v1/auth/token", json={"email": "someone@example.com", "password": "secret"}
+            "/api/v1/auth/login", json={"email": "someone@example.com", "password": "secret"}
         )
         _assert_unavailable(response)
+        # The OAuth2 token endpoint too: a 503 problem, not an RFC 6749 error.
+        form = {"grant_type": "password", "username": "someone@example.com", "password": "x"}
+        _assert_unavailable(client.post("/api/v1/auth/token", data=form))
 
 
 def test_unreachable_database_is_503_on_readiness(unreachable_app):

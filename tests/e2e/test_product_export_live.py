@@ -18,10 +18,10 @@ from sqlalchemy import create_engine, insert, text
 from service import migrate
 from service.models import Product
 from tests.conftest import throwaway_database
+from tests.helpers import IMPORT_CSV, csv_upload
 from tests.live_server import live_server
 
 EXPORT = "/api/v1/products/export"
-IMPORT = "/api/v1/products/import"
 PRODUCTS = 50_000
 LIMIT = 4096
 
@@ -120,16 +120,18 @@ def test_a_full_export_streams_every_product(server):
 
 
 def test_the_size_limit_holds_by_content_length_and_for_chunked_uploads(server):
-    big = b"sku,name\n" + b"".join(f"B-{i:05d},Big {i}\n".encode() for i in range(400))
-    small = b"sku,name\nS-1,Small\n"
-    headers = {**server.headers, "Content-Type": "text/csv"}
+    big, form_type = csv_upload(
+        b"sku,name\n" + b"".join(f"B-{i:05d},Big {i}\n".encode() for i in range(400))
+    )
+    small, _ = csv_upload(b"sku,name\nS-1,Small\n")
+    headers = {**server.headers, **form_type}
     with httpx.Client(base_url=server.base_url, headers=headers, timeout=30) as client:
-        by_length = client.post(IMPORT, content=big)
+        by_length = client.post(IMPORT_CSV, content=big)
         chunked = client.post(
-            IMPORT, content=iter([big[i : i + 512] for i in range(0, len(big), 512)])
+            IMPORT_CSV, content=iter([big[i : i + 512] for i in range(0, len(big), 512)])
         )
         within = client.post(
-            IMPORT, content=iter([small[:5], small[5:]]), params={"dry_run": "true"}
+            IMPORT_CSV, content=iter([small[:5], small[5:]]), params={"dry_run": "true"}
         )
 
     assert len(big) > LIMIT

@@ -9,7 +9,9 @@ see tests/e2e/browser/chromium.py) opens /apidocs/ and:
 - logs in through **Authorize** (the spec's OAuth2 password flow: Swagger UI posts the
   username and password to /api/v1/auth/token) and shows itself authorized;
 - runs **Try it out** → **Execute** on GET /api/v1/products with that token and shows 200
-  and both SKUs.
+  and both SKUs;
+- (a second test) as a manager, picks a CSV file in the CSV import's file picker (POST
+  /api/v1/products/import/csv, a multipart/form-data upload) and imports it: 200, created 1.
 
 JavaScript errors, console errors and any request that leaves the server fail the test:
 flasgger renders the page from a template, and OpenAPI 3 specs have broken its UI before.
@@ -40,6 +42,7 @@ METHODS = {"get", "put", "post", "delete", "patch", "options", "head", "trace"}
 VIEWER_PASSWORD = "a long and unguessable passphrase"
 UI_TIMEOUT_MS = 15_000
 LIST_PRODUCTS = "listProducts"
+IMPORT_CSV = "importProductsCsv"
 
 
 # --- the spec --------------------------------------------------------------------------------
@@ -203,6 +206,10 @@ def test_swagger_ui_authorizes_and_tries_out_the_product_list(chromium, live, pa
     with page.expect_response(lambda r: urlsplit(r.url).path == "/api/v1/auth/token") as login:
         dialog.locator(".auth-btn-wrapper button.authorize").click()
     assert login.value.status == 200, login.value.text()
+    # The RFC 6749 password grant form (the token endpoint takes nothing else).
+    sent_type = login.value.request.headers.get("content-type", "")
+    assert sent_type.startswith("application/x-www-form-urlencoded"), sent_type
+    assert login.value.headers.get("cache-control") == "no-store"
     token = login.value.json()["access_token"]
     expect(dialog).to_contain_text("Authorized")
     dialog.locator(".auth-btn-wrapper button.btn-done").click()
@@ -241,4 +248,55 @@ def test_swagger_ui_authorizes_and_tries_out_the_product_list(chromium, live, pa
     assert urlsplit(request_url)._replace(query="").geturl() == f"{live.base_url}{path}"
 
     block.screenshot(path=ARTIFACTS / f"swagger-ui-{backend}-list-products.png")
+    problems.assert_none()
+
+
+def test_swagger_ui_uploads_a_csv_file_to_the_import(chromium, live, page, backend, tmp_path):
+    suffix = uuid.uuid4().hex[:6].upper()
+    email = f"docs-manager-{suffix.lower()}@example.com"
+    manager = {"email": email, "name": "Docs manager", "role": "manager"}
+    with httpx.Client(base_url=live.base_url, headers=live.headers, timeout=30) as api:
+        created = api.post("/api/v1/users", json={**manager, "password": VIEWER_PASSWORD})
+        assert created.status_code == 201, created.text
+    sku = f"UI-UPLOAD-{suffix}"
+    csv = tmp_path / "products.csv"
+    csv.write_text(f"sku,name\n{sku},Uploaded from the docs\n", encoding="utf-8")
+    spec = _spec()
+    problems = PageProblems(page, live.base_url)
+    page.goto(f"{live.base_url}/apidocs/")
+
+    # Authorize as the manager (the password flow, as in the test above).
+    page.locator(".auth-wrapper button.authorize").click()
+    dialog = page.locator(".modal-ux")
+    dialog.locator("#oauth_username").fill(email)
+    dialog.locator("#oauth_password").fill(VIEWER_PASSWORD)
+    with page.expect_response(lambda r: urlsplit(r.url).path == "/api/v1/auth/token") as login:
+        dialog.locator(".auth-btn-wrapper button.authorize").click()
+    assert login.value.status == 200, login.value.text()
+    token = login.value.json()["access_token"]
+    dialog.locator(".auth-btn-wrapper button.btn-done").click()
+    expect(dialog).to_have_count(0)
+
+    # Try it out: the form's one part is a file picker.
+    path, tag, _parameters = _operation(spec, IMPORT_CSV)
+    block = page.locator(f"#operations-{tag}-{IMPORT_CSV}")
+    block.locator(".opblock-summary").click()
+    block.locator("button.try-out__btn").click()
+    picker = block.locator('input[type="file"]')
+    expect(picker).to_have_count(1)
+    picker.set_input_files(csv)
+    with page.expect_request(lambda r: urlsplit(r.url).path == path) as sent:
+        block.locator("button.execute").click()
+    assert sent.value.headers.get("authorization") == f"Bearer {token}"
+    assert sent.value.headers["content-type"].startswith("multipart/form-data; boundary=")
+
+    live_response = block.locator(".live-responses-table")
+    expect(live_response.locator("tr.response td.response-col_status")).to_have_text("200")
+    body = live_response.locator("tr.response td.response-col_description .microlight").first
+    expect(body).to_contain_text('"created": 1')
+    with httpx.Client(base_url=live.base_url, headers=live.headers, timeout=30) as api:
+        found = api.get("/api/v1/products", params={"q": sku}).json()["items"]
+    assert [p["name"] for p in found] == ["Uploaded from the docs"]
+
+    block.screenshot(path=ARTIFACTS / f"swagger-ui-{backend}-import-csv.png")
     problems.assert_none()

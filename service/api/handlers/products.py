@@ -9,7 +9,6 @@ from service import db
 from service.api import transaction
 from service.api.conditional import not_modified, require_match, resource_response
 from service.api.middleware.disconnect import disconnected_event
-from service.api.middleware.media_type import charset_accepted
 from service.api.pagination import paginated, sort_keys
 from service.api.responses import empty_response, json_response, negotiate
 from service.domain import product_io
@@ -17,9 +16,9 @@ from service.domain.catalog import ProductFilter, find_clash
 from service.models import Category, Product, StockMovement
 from service.models.product import sku_key
 from service.problems import (
+    BodyErrorsProblem,
     ConflictProblem,
     UnprocessableProblem,
-    UnsupportedCharsetProblem,
     UnsupportedMediaTypeProblem,
     pointer_error,
 )
@@ -175,28 +174,52 @@ def _prepend(first: bytes, rest):
         rest.close()  # the client went away or the body ended: release the connection
 
 
-IMPORT_MEDIA_TYPES = (product_io.CSV, product_io.JSON)
+MULTIPART = "multipart/form-data"
+# The one part of importProductsCsv's form.
+CSV_PART = "file"
 
 
 def import_products(body, dry_run: bool = False):
     """Parse and check outside the transaction, then plan and write inside one.
 
-    Every row is checked here, whichever way the body came: CSV never passes connexion's
-    validation, and JSON is checked again (cheaply: valid rows pass the quick check). A body
-    of any other media type, or of none, is refused here too, not only by the middleware.
+    Every row is checked here, also after connexion's validation (cheaply: valid rows pass
+    the quick check). A body of any other media type, or of none, is refused here too, not
+    only by the middleware.
     """
-    media_type = request.mimetype
-    if media_type == product_io.CSV:
-        charset = request.mimetype_params.get("charset")
-        if not charset_accepted(charset):
-            raise UnsupportedCharsetProblem(charset)
-        parsed = product_io.parse_csv(body if isinstance(body, bytes) else request.get_data())
-    elif media_type == product_io.JSON:
-        # The parsed array, or the raw bytes (parsed by the import's own bounded reader).
-        parsed = product_io.parse_json(body if isinstance(body, list) else request.get_data())
-    else:
-        raise UnsupportedMediaTypeProblem(media_type or None, IMPORT_MEDIA_TYPES)
+    if request.mimetype != product_io.JSON:
+        raise UnsupportedMediaTypeProblem(request.mimetype or None, (product_io.JSON,))
+    # The parsed array, or the raw bytes (parsed by the import's own bounded reader).
+    parsed = product_io.parse_json(body if isinstance(body, list) else request.get_data())
     return _import(parsed, dry_run)
+
+
+def import_products_csv(dry_run: bool = False):
+    """The uploaded file's rows, parsed and checked like the CLI's, then as import_products.
+
+    Request validation has checked the form (one ``file`` part and nothing else; a part
+    without a filename valid UTF-8); the media type and the part are checked here again.
+    """
+    if request.mimetype != MULTIPART:
+        raise UnsupportedMediaTypeProblem(request.mimetype or None, (MULTIPART,))
+    return _import(product_io.parse_csv(_uploaded_file()), dry_run)
+
+
+def _uploaded_file() -> bytes:
+    """The bytes of the form's ``file`` part: a file (werkzeug spooled it to disk), or, sent
+    without a filename, text that werkzeug decoded as UTF-8 (which validation checked)."""
+    files = request.files.getlist(CSV_PART)
+    texts = request.form.getlist(CSV_PART)
+    if len(files) + len(texts) != 1:
+        raise BodyErrorsProblem(
+            [
+                pointer_error(
+                    f"/{CSV_PART}",
+                    f"Send the CSV file as one part named {CSV_PART!r}; the form has "
+                    f"{len(files) + len(texts)}.",
+                )
+            ]
+        )
+    return files[0].read() if files else texts[0].encode("utf-8")
 
 
 @transaction.unit_of_work

@@ -40,7 +40,10 @@ class RequestIdMiddleware:
             else uuid.uuid4().hex
         )
         headers.append((_HEADER, request_id.encode("latin-1")))
-        scope = {**scope, "headers": headers}
+        # One `extensions` dict for every layer. The scopes further in are shallow copies of
+        # this one (connexion's routing copies it), so what routing records there, the
+        # operationId, reaches the error handlers too; uvicorn sends no `extensions` at all.
+        scope = {**scope, "headers": headers, "extensions": scope.get("extensions") or {}}
         started = time.perf_counter()
         status_holder: dict[str, int] = {}
 

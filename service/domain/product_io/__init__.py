@@ -236,13 +236,13 @@ class ParsedImport:
 Progress = Callable[[int], None]
 
 
-def _decode(data: bytes) -> str:
+def _decode(data: bytes, what: str = "body") -> str:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
         raise ImportInputProblem(
-            f"The body is not valid UTF-8: byte {exc.start} (line {line}) cannot be decoded. "
+            f"The {what} is not valid UTF-8: byte {exc.start} (line {line}) cannot be decoded. "
             "Save the file as UTF-8.",
             slug="invalid-encoding",
             errors=[row_error(line, None, f"Byte {exc.start} is not valid UTF-8.")],
@@ -304,11 +304,11 @@ def _convert_cell(spec: FieldSpec, cell: str) -> tuple[Any, str | None]:
 def parse_csv(
     data: bytes, *, schema: RowSchema | None = None, progress: Progress | None = None
 ) -> ParsedImport:
-    """Rows of a CSV body: UTF-8 (optional BOM), a header row, one product per row."""
+    """Rows of a CSV file: UTF-8 (optional BOM), a header row, one product per row."""
     schema = schema or row_schema()
-    text = _decode(data)
+    text = _decode(data, "file")
     if not text.strip():
-        raise ImportInputProblem("The body is empty; send a header row and one row per product.")
+        raise ImportInputProblem("The file is empty; send a header row and one row per product.")
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     parsed = ParsedImport(rows=[])
     header: list[str] | None = None
@@ -332,7 +332,7 @@ def parse_csv(
             errors=[row_error(reader.line_num, None, f"Malformed CSV: {exc}.")],
         ) from exc
     if header is None:
-        raise ImportInputProblem("The body holds no header row.")
+        raise ImportInputProblem("The file holds no header row.")
     return parsed
 
 
