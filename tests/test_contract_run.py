@@ -26,13 +26,9 @@ from service.config import PROJECT_ROOT, Settings
 
 SUMMARY = PROJECT_ROOT / "scripts" / "contract_summary.py"
 METHODS = ("get", "put", "post", "patch", "delete")
-STOCK_DOCUMENT_OPERATIONS = (
-    "createReceipt",
-    "createShipment",
-    "createTransfer",
-    "createAdjustment",
-    "reverseStockMovement",
-)
+
+sys.path.insert(0, str(SUMMARY.parent))
+from contract_summary import STOCK_DOCUMENT_OPERATIONS  # noqa: E402
 
 
 def operations() -> list[tuple[str, str, dict]]:

@@ -123,15 +123,23 @@ WARNING_SPECS = {
         "              schema: {enum: [{a: 1}, [1]]}\n",
         'unhandled "object" typeof value',
     ),
-    # The same undeclared path parameter: openapi-typescript's lint warns and carries on.
+    # A discriminator mapping onto a schema that is not an object: openapi-typescript warns
+    # and writes the union without the discriminator.
     "openapi-fetch": (
-        _HEAD + "  /things/{thing_id}:\n"
+        _HEAD + "  /pets:\n"
         "    get:\n"
-        "      operationId: getThing\n"
-        "      summary: A thing\n"
-        "      security: []\n"
-        "      responses: {'204': {description: Nothing.}}\n",
-        "does not define the path parameter `{thing_id}`",
+        "      operationId: getPet\n"
+        "      responses:\n"
+        "        '200':\n"
+        "          description: A pet.\n"
+        "          content: {application/json: {schema: {$ref: '#/components/schemas/Pet'}}}\n"
+        "components:\n"
+        "  schemas:\n"
+        "    Pet:\n"
+        "      oneOf: [{$ref: '#/components/schemas/Cat'}]\n"
+        "      discriminator: {propertyName: kind, mapping: {cat: '#/components/schemas/Cat'}}\n"
+        "    Cat: {type: string}\n",
+        "Discriminator mapping has an invalid schema",
     ),
     # A response without its required description: orval's validation warns, then generates.
     "orval": (
