@@ -15,6 +15,9 @@ from typing import Any
 # The media types of the two data formats the service reads and writes.
 JSON = "application/json"
 CSV = "text/csv"
+# The two form encodings it takes: the OAuth2 token request, the CSV import's upload.
+FORM = "application/x-www-form-urlencoded"
+MULTIPART = "multipart/form-data"
 
 EARLIEST = datetime.min.replace(tzinfo=UTC)
 LATEST = datetime.max.replace(tzinfo=UTC)

@@ -73,7 +73,7 @@ from service.api.http_facts import operation_name
 from service.api.middleware.body import body_of, read_body, replay
 from service.api.security import current_principal
 from service.domain.accounts import Principal
-from service.formats import loads_json
+from service.formats import FORM, MULTIPART, loads_json
 from service.models.auth import email_key
 from service.problems import Problem, RateLimitedProblem
 
@@ -94,7 +94,7 @@ STORAGE_ERRORS = (RedisError, StorageError)
 # Put in the ASGI scope by the middleware once it has counted a request: the RateLimit-*
 # headers of its answer (the handler wrapper then does not count it again).
 SCOPE_KEY = "storekeeper.rate_limit_headers"
-FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+FORM_TYPES = (FORM, MULTIPART)
 
 
 @dataclass(frozen=True)
@@ -231,7 +231,7 @@ class RateLimits:
         """The e-mail in the body, read from Flask's caches (the handler can still read it)."""
         request = flask.request
         value = None
-        if request.mimetype in ("application/x-www-form-urlencoded", "multipart/form-data"):
+        if request.mimetype in FORM_TYPES:
             value = request.form.get(policy.by_email_form) if policy.by_email_form else None
         else:
             body = request.get_json(silent=True)
@@ -402,7 +402,7 @@ def _body_email(scope: Scope, body: bytes, policy: Policy) -> str | None:
     try:
         text = body.decode("utf-8", "replace")
         if media_type in FORM_TYPES:
-            if policy.by_email_form and media_type == FORM_TYPES[0]:
+            if policy.by_email_form and media_type == FORM:
                 fields = parse_qsl(text, keep_blank_values=True, max_num_fields=100)
                 value = next((v for k, v in fields if k == policy.by_email_form), None)
         elif media_type == "application/json" or media_type.endswith("+json"):

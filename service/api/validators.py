@@ -46,7 +46,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 
 from service.api.multipart_form import Form, is_file_schema, part_pointer, read_form
-from service.formats import JSONTooDeep, loads_json
+from service.formats import FORM, MULTIPART, JSONTooDeep, loads_json
 from service.problems import (
     MAX_LISTED_ERRORS,
     BadRequestProblem,
@@ -454,8 +454,8 @@ VALIDATORS = {
         {
             **dict(VALIDATOR_MAP["body"]),
             "*/*json": ProblemJSONBodyValidator,
-            "application/x-www-form-urlencoded": ProblemFormDataValidator,
-            "multipart/form-data": ProblemMultipartValidator,
+            FORM: ProblemFormDataValidator,
+            MULTIPART: ProblemMultipartValidator,
         }
     ),
 }

@@ -13,6 +13,7 @@ from service.api.pagination import paginated, sort_keys
 from service.api.responses import empty_response, json_response, negotiate
 from service.domain import product_io
 from service.domain.catalog import ProductFilter, find_clash
+from service.formats import MULTIPART
 from service.models import Category, Product, StockMovement
 from service.models.product import sku_key
 from service.problems import (
@@ -174,7 +175,6 @@ def _prepend(first: bytes, rest):
         rest.close()  # the client went away or the body ended: release the connection
 
 
-MULTIPART = "multipart/form-data"
 # The one part of importProductsCsv's form.
 CSV_PART = "file"
 
