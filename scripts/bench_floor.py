@@ -21,8 +21,9 @@ to the service is the cost of its stack, not of a different concurrency model.
 Shared with the service on purpose (they are not the stack under test):
 
 - the engine: ``service.db.Database`` with the service's default timeouts (same pool size,
-  ``pool_pre_ping``, libpq timeouts, SQLite pragmas, ``BEGIN IMMEDIATE`` and the per-process
-  SQLite writer lock), so both pay the same per-connection costs;
+  no pre-ping, autocommit reads on PostgreSQL, libpq timeouts, SQLite pragmas, ``BEGIN
+  IMMEDIATE`` and the per-process SQLite writer lock), so both pay the same per-connection
+  costs;
 - the table definitions (``Model.__table__``) and their column types (UTC timestamps, scaled
   decimals), so values read and written are converted exactly as the service converts them;
 - ``service.domain.reports.valuation`` for the report: the report is one big aggregate
@@ -30,9 +31,10 @@ Shared with the service on purpose (they are not the stack under test):
   SQLite); re-typing it here would risk measuring a different query. Its Python part is a
   loop over a few dozen result rows.
 
-Mirrored on purpose: the service looks the bearer token up in its own short read transaction
-(connexion's security middleware, before the handler's transaction), so the floor does too:
-two transactions, two pool checkouts per authenticated request.
+Mirrored on purpose: the service looks the bearer token up in its own short read (connexion's
+security middleware, before the handler's transaction), so the floor does too: two pool
+checkouts per authenticated request (on PostgreSQL reads run in autocommit, see
+``service.db``, so neither pays a BEGIN or a COMMIT).
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from flask import Flask, Response, request  # noqa: E402
-from sqlalchemy import delete, func, insert, literal, select, tuple_, update  # noqa: E402
+from sqlalchemy import case, delete, func, insert, literal, select, tuple_, update  # noqa: E402
 from sqlalchemy.dialects.postgresql import insert as pg_insert  # noqa: E402
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert  # noqa: E402
 
@@ -80,7 +82,8 @@ KEYS = IdempotencyRecord.__table__
 
 COST_PLACES = Decimal("0.000001")
 IDEMPOTENCY_TTL = timedelta(hours=24)
-PURGE_BATCH = 100
+PURGE_EVERY = 8
+PURGE_BATCH = 800
 LOCK_NAMESPACE = "storekeeper.idempotency"
 
 
@@ -171,6 +174,13 @@ def _moving_average(old_avg: Decimal, old_total: int, quantity: int, cost: Decim
     return max(Decimal(0), value / new_total).quantize(COST_PLACES, rounding=ROUND_HALF_EVEN)
 
 
+def _by_id(table, column, values: dict):
+    """One UPDATE for several rows: the new value per row id (service.domain.ledger._case)."""
+    if len(values) == 1:
+        return next(iter(values.values()))
+    return case({k: literal(v, column.type) for k, v in values.items()}, value=table.c.id)
+
+
 def create_app(database_url: str | None = None) -> Flask:
     url = database_url or os.environ["DATABASE_URL"]
     database = Database(url, timeouts=DatabaseTimeouts())
@@ -190,7 +200,14 @@ def create_app(database_url: str | None = None) -> Flask:
             row = (
                 session.connection()
                 .execute(
-                    select(TOKENS, USERS)
+                    select(
+                        TOKENS.c.id,
+                        TOKENS.c.revoked_at,
+                        TOKENS.c.expires_at,
+                        USERS.c.id.label("user_id"),
+                        USERS.c.role,
+                        USERS.c.is_active,
+                    )
                     .join(USERS, USERS.c.id == TOKENS.c.user_id)
                     .where(TOKENS.c.token_hash == digest)
                 )
@@ -266,66 +283,67 @@ def create_app(database_url: str | None = None) -> Flask:
     def post_document(conn, user_id: int, kind: str, location_id: int, to_location_id, changes):
         """Lock, check, write; ``changes`` = [(line_no, kind, product, location, qty, cost)].
         Returns the document's JSON, or None if a line would go below zero."""
-        # require_location / require_products (the ORM's session.get and IN lookups)
+        # require_location (the ORM's session.get)
         for loc in [location_id] + ([to_location_id] if to_location_id else []):
             found = conn.execute(select(LOCATIONS).where(LOCATIONS.c.id == loc)).first()
             if found is None or not found.is_active:
                 return None
+        # 1. lock products (ascending id) and check them, lock levels with product totals
         wanted = sorted({c[2] for c in changes})
-        active = conn.execute(select(PRODUCTS).where(PRODUCTS.c.id.in_(wanted))).all()
-        if len(active) != len(wanted) or not all(p.is_active for p in active):
-            return None
-        # 1. lock products (ascending id), create missing levels, lock levels
         products = {
             p.id: p
             for p in conn.execute(
-                select(PRODUCTS)
+                select(PRODUCTS.c.id, PRODUCTS.c.is_active, PRODUCTS.c.average_cost)
                 .where(PRODUCTS.c.id.in_(wanted))
                 .order_by(PRODUCTS.c.id)
                 .with_for_update()
             )
         }
+        if len(products) != len(wanted) or not all(p.is_active for p in products.values()):
+            return None
         keys = sorted({(c[2], c[3]) for c in changes})
-        now = datetime.now(UTC)
-        conn.execute(
-            upsert(LEVELS)
-            .values(
-                [
-                    {"product_id": p, "location_id": loc, "on_hand": 0, "updated_at": now}
-                    for p, loc in keys
-                ]
-            )
-            .on_conflict_do_nothing(index_elements=["product_id", "location_id"])
+        others = LEVELS.alias("others")
+        product_total = (
+            select(func.coalesce(func.sum(others.c.on_hand), 0))
+            .where(others.c.product_id == LEVELS.c.product_id)
+            .scalar_subquery()
         )
-        levels = {
-            (lv.product_id, lv.location_id): lv
-            for lv in conn.execute(
-                select(LEVELS)
-                .where(tuple_(LEVELS.c.product_id, LEVELS.c.location_id).in_(keys))
+
+        def lock_levels(pairs):
+            return conn.execute(
+                select(LEVELS.c.id, LEVELS.c.product_id, LEVELS.c.location_id, LEVELS.c.on_hand)
+                .add_columns(product_total.label("product_total"))
+                .where(tuple_(LEVELS.c.product_id, LEVELS.c.location_id).in_(pairs))
                 .order_by(LEVELS.c.product_id, LEVELS.c.location_id)
-                .with_for_update()
+                .with_for_update(of=LEVELS)
             )
-        }
-        costed = sorted({c[2] for c in changes if c[5] is not None})
-        totals = {}
-        if costed:
-            totals = {
-                pid: int(total)
-                for pid, total in conn.execute(
-                    select(LEVELS.c.product_id, func.coalesce(func.sum(LEVELS.c.on_hand), 0))
-                    .where(LEVELS.c.product_id.in_(costed))
-                    .group_by(LEVELS.c.product_id)
+
+        levels = {(lv.product_id, lv.location_id): lv for lv in lock_levels(keys)}
+        missing = [key for key in keys if key not in levels]
+        if missing:
+            now = datetime.now(UTC)
+            conn.execute(
+                upsert(LEVELS)
+                .values(
+                    [
+                        {"product_id": p, "location_id": loc, "on_hand": 0, "updated_at": now}
+                        for p, loc in missing
+                    ]
                 )
-            }
+                .on_conflict_do_nothing(index_elements=["product_id", "location_id"])
+            )
+            for lv in lock_levels(missing):
+                levels[(lv.product_id, lv.location_id)] = lv
+        totals = {key[0]: int(lv.product_total) for key, lv in levels.items()}
         # 2. apply in order; refuse the whole document if any line is short
         running = {key: lv.on_hand for key, lv in levels.items()}
         for _, _, pid, loc, qty, _ in changes:
             running[(pid, loc)] += qty
             if running[(pid, loc)] < 0:
                 return None
-        # 3. document, product costs, levels, movements (the ORM's flush order)
+        # 3. document, movements (RETURNING), changed levels, changed costs
         created = datetime.now(UTC)
-        document_id = conn.execute(
+        document = conn.execute(
             insert(DOCUMENTS)
             .values(
                 kind=kind,
@@ -337,8 +355,9 @@ def create_app(database_url: str | None = None) -> Flask:
                 created_by_user_id=user_id,
                 created_by_api_key_id=None,
             )
-            .returning(DOCUMENTS.c.id)
-        ).scalar_one()
+            .returning(*DOCUMENTS.c)
+        ).one()
+        document_id = document.id
         average = {pid: Decimal(p.average_cost) for pid, p in products.items()}
         balance = {key: lv.on_hand for key, lv in levels.items()}
         movement_rows = []
@@ -368,27 +387,33 @@ def create_app(database_url: str | None = None) -> Flask:
                     "created_by_api_key_id": None,
                 }
             )
-        for pid, product in products.items():
-            if average[pid] != Decimal(product.average_cost):  # the ORM updates changed rows
-                conn.execute(
-                    update(PRODUCTS)
-                    .where(PRODUCTS.c.id == pid, PRODUCTS.c.version == product.version)
-                    .values(average_cost=average[pid], updated_at=now, version=product.version + 1)
+        movements = sorted(
+            conn.execute(insert(MOVEMENTS).values(movement_rows).returning(*MOVEMENTS.c)).all(),
+            key=lambda m: m.id,
+        )
+        now = datetime.now(UTC)
+        changed = {lv.id: balance[key] for key, lv in levels.items() if lv.on_hand != balance[key]}
+        if changed:
+            conn.execute(
+                update(LEVELS)
+                .where(LEVELS.c.id.in_(changed))
+                .values(on_hand=_by_id(LEVELS, LEVELS.c.on_hand, changed), updated_at=now)
+            )
+        costs = {
+            pid: cost
+            for pid, cost in average.items()
+            if cost != Decimal(products[pid].average_cost)
+        }
+        if costs:
+            conn.execute(
+                update(PRODUCTS)
+                .where(PRODUCTS.c.id.in_(costs))
+                .values(
+                    average_cost=_by_id(PRODUCTS, PRODUCTS.c.average_cost, costs),
+                    version=PRODUCTS.c.version + 1,
+                    updated_at=now,
                 )
-        level_now = datetime.now(UTC)
-        for key, lv in levels.items():
-            if lv.on_hand != balance[key]:
-                conn.execute(
-                    update(LEVELS)
-                    .where(LEVELS.c.id == lv.id)
-                    .values(on_hand=balance[key], updated_at=level_now)
-                )
-        conn.execute(insert(MOVEMENTS).returning(MOVEMENTS.c.id), movement_rows)
-        # the service's session.refresh(document, ["movements"]): two reads
-        conn.execute(select(DOCUMENTS.c.id).where(DOCUMENTS.c.id == document_id)).one()
-        movements = conn.execute(
-            select(MOVEMENTS).where(MOVEMENTS.c.document_id == document_id).order_by(MOVEMENTS.c.id)
-        ).all()
+            )
         return {
             "movements": [_movement(m) for m in movements],
             "id": document_id,
@@ -414,15 +439,9 @@ def create_app(database_url: str | None = None) -> Flask:
 
     def idempotency_store(conn, scope, key, fingerprint, body, location) -> None:
         now = datetime.now(UTC)
-        expired = (
-            select(KEYS.c.id)
-            .where(KEYS.c.expires_at <= now)
-            .limit(PURGE_BATCH)
-            .with_for_update(skip_locked=True)
-        )
-        conn.execute(delete(KEYS).where(KEYS.c.id.in_(expired)))
-        conn.execute(
-            insert(KEYS).values(
+        stored_id = conn.execute(
+            insert(KEYS)
+            .values(
                 scope=scope,
                 key=key,
                 request_hash=fingerprint,
@@ -432,7 +451,16 @@ def create_app(database_url: str | None = None) -> Flask:
                 created_at=now,
                 expires_at=now + IDEMPOTENCY_TTL,
             )
-        )
+            .returning(KEYS.c.id)
+        ).scalar_one()
+        if stored_id % PURGE_EVERY == 0:
+            expired = (
+                select(KEYS.c.id)
+                .where(KEYS.c.expires_at <= now)
+                .limit(PURGE_BATCH)
+                .with_for_update(skip_locked=True)
+            )
+            conn.execute(delete(KEYS).where(KEYS.c.id.in_(expired)))
 
     def write_document(kind: str, build):
         user_id = authenticate()

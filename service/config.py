@@ -33,10 +33,9 @@ recovers by itself when the database is back:
 
 - ``DATABASE_CONNECT_TIMEOUT`` (default ``5`` seconds; libpq waits at least 2): opening a
   connection, the whole handshake included (a frozen server is given up on, too). It also
-  bounds the pool's pre-ping, sets the TCP keepalives (first probe after that many idle
-  seconds, then every second) and ``tcp_user_timeout`` (twice as long), and is the slack a
-  running statement is given beyond its statement timeout before the client gives up on a
-  server that stopped answering.
+  sets the TCP keepalives (first probe after that many idle seconds, then every second) and
+  ``tcp_user_timeout`` (twice as long), and is the slack a running statement is given beyond
+  its statement timeout before the client gives up on a server that stopped answering.
 - ``DATABASE_STATEMENT_TIMEOUT_MS`` (default ``15000``): the server cancels a statement that
   runs longer (``statement_timeout``). On a 100,000-product, 1,000,000-movement database the
   slowest legitimate statements (a report is one) took up to ~4 s on a busy 2-CPU machine,
@@ -46,10 +45,11 @@ recovers by itself when the database is back:
 - ``DATABASE_POOL_TIMEOUT`` (default ``5`` seconds): how long a request waits for a free
   connection of its process's pool (10 + 10 overflow) before it is a 503.
 
-A request arriving while the server is down or frozen is answered within pool + 2 x connect
-timeout (a failed pre-ping, then a failed new connection; defaults: 15 s; a stopped server
-refuses at once); one whose statement was running when the server froze, within pool +
-statement + connect timeout (25 s). Parameters in ``DATABASE_URL`` itself
+A request arriving while the server is down is answered within pool + connect timeout (a
+pooled connection that fails at once, then a new one that cannot be made; a stopped server
+refuses at once); while it is frozen, within pool + statement + connect timeout (defaults:
+25 s): pooled connections are not pinged before use, so the first statement is the one that
+goes unanswered. Parameters in ``DATABASE_URL`` itself
 (``?connect_timeout=...``, ``options=-c statement_timeout=...``) take precedence.
 
 Product import (service/domain/product_io.py, service/api/middleware/body_limit.py):

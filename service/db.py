@@ -3,23 +3,43 @@
 :meth:`Database.transaction` opens a session whose transaction commits when the block ends
 and rolls back when anything raises; inside it, :func:`session` returns that session (the
 API's ``unit_of_work`` and the CLI commands both run their work this way).
+:meth:`Database.run` does the same for a function, and runs it once more on a fresh
+connection when the pooled one turns out to be dead before anything was committed.
+
+Round trips a request does not pay for:
+
+- **no pre-ping**: a pooled connection is not tested on every checkout. A connection the
+  server dropped while it sat in the pool (a restart, a failover, an idle timeout) fails on
+  its first statement; SQLAlchemy then invalidates the whole pool and :meth:`Database.run`
+  retries on a new connection. ``pool_recycle`` replaces connections older than an hour, and
+  libpq's TCP keepalives (:mod:`service.db_faults`) notice dead peers of idle ones;
+- **no BEGIN/COMMIT for reads on PostgreSQL**: a read-only transaction (``write=False``)
+  runs in autocommit. Under READ COMMITTED every statement takes its own snapshot anyway, so
+  a read of several statements sees exactly what it would inside BEGIN ... COMMIT; what needs
+  one snapshot across statements (reports, exports) uses :func:`snapshot_engine`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
+import logging
 import threading
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.db_faults import DatabaseTimeouts, bound_answers, libpq_params
+from service.db_faults import DatabaseTimeouts, bound_answers, is_dropped_connection, libpq_params
 from service.problems import ServiceUnavailableProblem
+
+T = TypeVar("T")
+logger = logging.getLogger("storekeeper.db")
+
+POOL_RECYCLE_S = 3600
 
 _current_session: contextvars.ContextVar[Session | None] = contextvars.ContextVar(
     "storekeeper_session", default=None
@@ -48,11 +68,11 @@ def make_engine(
         return engine
     if timeouts is None:
         return create_engine(
-            url, pool_pre_ping=True, pool_size=10, max_overflow=10, hide_parameters=True
+            url, pool_recycle=POOL_RECYCLE_S, pool_size=10, max_overflow=10, hide_parameters=True
         )
     engine = create_engine(
         url,
-        pool_pre_ping=True,
+        pool_recycle=POOL_RECYCLE_S,
         pool_size=10,
         max_overflow=10,
         pool_timeout=timeouts.pool_s,
@@ -88,6 +108,10 @@ def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE" if _write_intent.get() else "BEGIN")
 
 
+# Marks a DBAPIError raised by COMMIT: whether the transaction took effect is unknown.
+_AT_COMMIT = "storekeeper_at_commit"
+
+
 class Database:
     """The engine and session factory of one application instance."""
 
@@ -102,6 +126,12 @@ class Database:
             url, sqlite_busy_timeout_ms=sqlite_busy_timeout_ms, timeouts=timeouts
         )
         self.sessionmaker = sessionmaker(self.engine, expire_on_commit=False)
+        self._read_sessionmaker = self.sessionmaker
+        if self.engine.dialect.name == "postgresql":
+            self._read_sessionmaker = sessionmaker(
+                self.engine.execution_options(isolation_level="AUTOCOMMIT"),
+                expire_on_commit=False,
+            )
         # SQLite admits one writer at a time and its busy handler polls on a timer, so threads
         # of one process racing for the lock starve each other (seconds at p99). Queue them
         # here instead; other processes still meet at BEGIN IMMEDIATE and the busy timeout.
@@ -124,19 +154,44 @@ class Database:
 
     @contextlib.contextmanager
     def transaction(self, *, write: bool = True) -> Iterator[Session]:
-        """A session whose transaction commits on success and rolls back on any error."""
+        """A session whose transaction commits on success and rolls back on any error.
+
+        ``write=False`` promises the block only reads (on PostgreSQL it runs in autocommit).
+        """
         with self._writer_turn(write), self._transaction(write=write) as session:
             yield session
+
+    def run(self, work: Callable[[], T], *, write: bool = True) -> T:
+        """``work()`` inside :meth:`transaction`; once more if the connection was found dead.
+
+        Only a connection that failed before the commit was sent is retried: the server rolled
+        its transaction back, so nothing of the first attempt remains. A failed commit (its
+        outcome unknown) and a server that does not answer (a frozen one: waiting again would
+        double the bound on the answer) are raised.
+        """
+        try:
+            with self.transaction(write=write):
+                return work()
+        except DBAPIError as exc:
+            if getattr(exc, _AT_COMMIT, False) or not is_dropped_connection(exc):
+                raise
+            logger.info("database connection was dropped; retrying on a new one")
+        with self.transaction(write=write):
+            return work()
 
     @contextlib.contextmanager
     def _transaction(self, *, write: bool) -> Iterator[Session]:
         intent = _write_intent.set(write)
         current = _current_session.set(None)
-        session = self.sessionmaker()
+        session = (self.sessionmaker if write else self._read_sessionmaker)()
         try:
             _current_session.set(session)
             yield session
-            session.commit()
+            try:
+                session.commit()
+            except DBAPIError as exc:
+                setattr(exc, _AT_COMMIT, True)
+                raise
         except BaseException:
             session.rollback()
             raise

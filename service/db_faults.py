@@ -12,7 +12,7 @@ Time bounds on PostgreSQL (:func:`libpq_params` and :func:`bound_answers`, appli
   cannot cancel anything, so the client gives up itself. psycopg runs every exchange with the
   server through ``Connection.wait``; the connection class of :func:`bound_answers` gives
   that wait a deadline, ``statement_ms`` + ``connect_s`` while a session uses the connection,
-  ``connect_s`` for the pool's pre-ping and the dialect's first queries. On expiry the
+  ``connect_s`` for a new connection's first queries. On expiry the
   connection is closed (its protocol state is unknown), so SQLAlchemy counts it as a
   disconnect and the pool drops it;
 - **TCP**: keepalives (first probe after ``connect_s`` idle, then every second) and
@@ -21,9 +21,10 @@ Time bounds on PostgreSQL (:func:`libpq_params` and :func:`bound_answers`, appli
 - **the pool**: a checkout waits at most ``pool_s`` for a free connection.
 
 A request that meets one of these answers 503 (:func:`classify`, used by the API's error
-handler). Arriving while the server is down or frozen, it waits at most ``pool_s`` + 2 x
-``connect_s`` (a pre-ping that fails, then a new connection that cannot be made); if its
-statement was running when the server froze, ``pool_s`` + ``statement_ms`` + ``connect_s``.
+handler). Arriving while the server is down, it waits at most ``pool_s`` + ``connect_s`` (a
+pooled connection that fails at once, then a new one that cannot be made, see
+:meth:`service.db.Database.run`); while it is frozen, at most ``pool_s`` + ``statement_ms``
++ ``connect_s`` (its first statement is not answered, and is not retried).
 Parameters the ``DATABASE_URL`` sets itself (``?connect_timeout=...``, ``options``) win.
 SQLite has its busy timeout (``SQLITE_BUSY_TIMEOUT_MS``) and none of this.
 """
@@ -85,8 +86,7 @@ class DatabaseTimeouts:
 
     @property
     def ping_s(self) -> float:
-        """The deadline of the pool's pre-ping (``SELECT 1``-like) and of a new connection's
-        first queries."""
+        """The deadline of a new connection's first queries (the dialect's setup)."""
         return float(max(self.connect_s, 2))
 
 
@@ -182,13 +182,8 @@ def bound_answers(engine: Engine, timeouts: DatabaseTimeouts) -> None:
 
     @event.listens_for(engine, "checkout")
     def _checkout(dbapi_connection, _record, _proxy):  # pragma: no cover - driver hook
-        # After the pre-ping: the session's statements may run up to the statement timeout.
+        # After the new connection's first queries: statements may run up to their timeout.
         _set_deadline(dbapi_connection, timeouts.answer_s)
-
-    @event.listens_for(engine, "checkin")
-    def _checkin(dbapi_connection, _record):  # pragma: no cover - driver hook
-        # The next use is the pre-ping of the next checkout: it must answer promptly.
-        _set_deadline(dbapi_connection, timeouts.ping_s)
 
 
 # --- which errors mean "the database is unavailable" ----------------------------------------
@@ -257,6 +252,14 @@ def classify(exc: BaseException) -> Outage | None:
     # A libpq driver's OperationalError without a SQLSTATE comes from the client side: no
     # connection could be made, it broke, or the server did not answer in time.
     return TIMED_OUT if "timeout" in text or "did not answer" in text else UNREACHABLE
+
+
+def is_dropped_connection(exc: BaseException) -> bool:
+    """A connection that broke under a statement (the server closed it, restarted, failed
+    over), as opposed to a server that is slow or frozen (our own deadline) or refuses."""
+    return (
+        isinstance(exc, DBAPIError) and exc.connection_invalidated and classify(exc) is UNREACHABLE
+    )
 
 
 def describe(exc: SQLAlchemyError) -> str:

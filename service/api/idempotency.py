@@ -22,10 +22,10 @@ record is deleted by the holder of the key. Otherwise the holder runs the handle
 successful response is inserted in the same transaction as the document it describes: both
 commit or neither. A request that fails commits nothing, so errors are not stored and the key
 may be retried. A row therefore always holds a completed response (the table has no "in
-progress" state). Keys are scoped to the
-caller's credential, compared by a hash of the request, and expire after 24 hours; expired
-rows are purged as new ones are stored. The unique (scope, key) constraint is the last guard:
-two responses for one key never both commit.
+progress" state). Keys are scoped to the caller's credential, compared by a hash of the
+request, and expire after 24 hours; expired rows are purged, in batches, as new ones are
+stored. The unique (scope, key) constraint is the last guard: two responses for one key never
+both commit.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from datetime import timedelta
 from typing import Any, TypeVar
 
 from flask import request
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -55,9 +55,11 @@ HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
 TTL = timedelta(hours=24)
 REPLAYED_RESPONSE_HEADERS = ("Location",)
-# Expired rows deleted per stored response: bounded work per request, and still more than one
-# row purged per row added, so the table never grows past a day of keys.
-PURGE_BATCH = 100
+# Every PURGE_EVERY-th stored response (by its id) deletes up to PURGE_BATCH expired rows:
+# bounded work on one request in eight, the others pay nothing, and still more than one row
+# is purged per row added, so the table never grows past a day of keys.
+PURGE_EVERY = 8
+PURGE_BATCH = 800
 # Mixed into the advisory lock's hash: other users of PostgreSQL's 64-bit advisory lock space
 # do not share our numbers.
 LOCK_NAMESPACE = "storekeeper.idempotency"
@@ -86,32 +88,32 @@ def advisory_lock_id(scope: str, key: str) -> int:
     return int.from_bytes(hashlib.sha256(text).digest()[:8], "big", signed=True)
 
 
+RECORDS = IdempotencyRecord.__table__
+
+
 def _hold(session: Session, scope: str, key: str) -> bool:
     """Hold the key for the rest of this transaction; False if another transaction holds it."""
     if session.get_bind().dialect.name != "postgresql":
         return True  # SQLite: this write transaction already excludes every other writer.
     lock = func.pg_try_advisory_xact_lock(advisory_lock_id(scope, key))
-    return bool(session.scalar(select(lock)))
+    return bool(session.connection().execute(select(lock)).scalar())
 
 
-def _stored(
-    session: Session, scope: str, key: str, fingerprint: str, *, held: bool
-) -> IdempotencyRecord | None:
+def _stored(session: Session, scope: str, key: str, fingerprint: str, *, held: bool) -> Any:
     """The live record of the key to replay, or None; 422 for a record of another request.
 
     A committed record never changes, so it is read (and replayed) without holding the key.
     An expired one is deleted, only by the holder of the key.
     """
-    record = session.scalar(
-        select(IdempotencyRecord).where(
-            IdempotencyRecord.scope == scope, IdempotencyRecord.key == key
-        )
-    )
+    connection = session.connection()
+    record = connection.execute(
+        select(RECORDS).where(RECORDS.c.scope == scope, RECORDS.c.key == key)
+    ).first()
     if record is None:
         return None
     if record.expires_at <= utcnow():
         if held:
-            session.execute(delete(IdempotencyRecord).where(IdempotencyRecord.id == record.id))
+            connection.execute(delete(RECORDS).where(RECORDS.c.id == record.id))
         return None
     if record.request_hash != fingerprint:
         raise IdempotencyKeyReusedProblem(key)
@@ -123,40 +125,40 @@ def _store(session: Session, scope: str, key: str, fingerprint: str, result: Any
     body, status, headers = result
     if not 200 <= status < 300:
         return
-    # The handler's own writes first: a constraint they break is theirs, not a key clash.
+    # The handler's own ORM writes first: a constraint they break is theirs, not a key clash.
     session.flush()
+    connection = session.connection()
     now = utcnow()
-    # Rows locked by another purger are skipped (PostgreSQL), never waited for.
-    expired = (
-        select(IdempotencyRecord.id)
-        .where(IdempotencyRecord.expires_at <= now)
-        .limit(PURGE_BATCH)
-        .with_for_update(skip_locked=True)
-    )
-    session.execute(
-        delete(IdempotencyRecord).where(IdempotencyRecord.id.in_(expired)),
-        execution_options={"synchronize_session": False},
-    )
     kept = {name: headers[name] for name in REPLAYED_RESPONSE_HEADERS if name in headers}
-    session.add(
-        IdempotencyRecord(
-            scope=scope,
-            key=key,
-            request_hash=fingerprint,
-            response_status=status,
-            response_body=json.dumps(body, separators=(",", ":")),
-            response_headers=json.dumps(kept),
-            created_at=now,
-            expires_at=now + TTL,
-        )
-    )
     try:
-        session.flush()
+        stored_id = connection.execute(
+            insert(RECORDS)
+            .values(
+                scope=scope,
+                key=key,
+                request_hash=fingerprint,
+                response_status=status,
+                response_body=json.dumps(body, separators=(",", ":")),
+                response_headers=json.dumps(kept),
+                created_at=now,
+                expires_at=now + TTL,
+            )
+            .returning(RECORDS.c.id)
+        ).scalar_one()
     except IntegrityError as exc:  # pragma: no cover - the held key excludes this
         raise IdempotencyKeyInUseProblem(key) from exc
+    if stored_id % PURGE_EVERY == 0:
+        # Rows locked by another purger are skipped (PostgreSQL), never waited for.
+        expired = (
+            select(RECORDS.c.id)
+            .where(RECORDS.c.expires_at <= now)
+            .limit(PURGE_BATCH)
+            .with_for_update(skip_locked=True)
+        )
+        connection.execute(delete(RECORDS).where(RECORDS.c.id.in_(expired)))
 
 
-def _replay(record: IdempotencyRecord):
+def _replay(record: Any):
     headers = json.loads(record.response_headers)
     headers[REPLAYED_HEADER] = "true"
     return json_response(json.loads(record.response_body), record.response_status, headers)

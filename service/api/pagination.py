@@ -163,12 +163,12 @@ def paginate(
     id_column: InstrumentedAttribute | None = None,
     limit: int,
     cursor: str | None,
-    entity: Callable[[Any], Any] | None = None,
 ) -> Page:
     """One page of ``stmt`` in ``sort`` order, starting after the cursor's row.
 
-    ``stmt`` selects one entity, or (with ``entity``) rows from which ``entity`` picks the
-    object that carries the sort columns. A :class:`SortKey` is made unique by ``id_column``.
+    ``stmt`` selects columns (the sort columns among them); the page holds plain rows, not
+    ORM instances (see :mod:`service.schemas.rows`). A :class:`SortKey` is made unique by
+    ``id_column``.
     """
     keyset = sort.then_by(id_column) if isinstance(sort, SortKey) else sort
     columns = keyset.columns
@@ -180,12 +180,11 @@ def paginate(
         stmt = stmt.where(position < after if keyset.descending else position > after)
     stmt = stmt.order_by(*(c.desc() if keyset.descending else c.asc() for c in columns))
     stmt = stmt.limit(limit + 1)
-    rows = session.execute(stmt).all() if entity else session.scalars(stmt).all()
+    rows = session.connection().execute(stmt).all()
     items, has_more = rows[:limit], len(rows) > limit
     next_cursor = None
     if has_more:
-        last_row = entity(items[-1]) if entity else items[-1]
-        next_cursor = encode_cursor(keyset.name, keyset.values_of(last_row))
+        next_cursor = encode_cursor(keyset.name, keyset.values_of(items[-1]))
     return Page(items=items, next_cursor=next_cursor)
 
 
@@ -213,17 +212,8 @@ def paginated(
     cursor: str | None,
     dump: Callable[[Sequence[Any]], list[dict]],
     id_column: InstrumentedAttribute | None = None,
-    entity: Callable[[Any], Any] | None = None,
 ) -> tuple[dict, int, dict]:
     """A list operation's answer: one page of ``stmt`` in the request's session, ``dump``ed,
     with ``next_cursor`` and the ``Link`` header. Every list handler ends here."""
-    page = paginate(
-        session(),
-        stmt,
-        sort=sort,
-        id_column=id_column,
-        limit=limit,
-        cursor=cursor,
-        entity=entity,
-    )
+    page = paginate(session(), stmt, sort=sort, id_column=id_column, limit=limit, cursor=cursor)
     return list_response(dump(page.items), page, request.url)

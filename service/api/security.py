@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import update
 from starlette.concurrency import run_in_threadpool
 
+from service.db import session
 from service.domain.accounts import Principal, authenticate
 from service.formats import utcnow
 from service.models import ApiKey
@@ -19,19 +20,19 @@ from service.models import ApiKey
 SCOPE_DATABASE = "storekeeper.database"
 
 
+def _touch(credential_id: int) -> None:
+    stmt = update(ApiKey).where(ApiKey.id == credential_id).values(last_used_at=utcnow())
+    session().execute(stmt)
+
+
 def _lookup(database, secret: str) -> dict[str, Any] | None:
-    with database.transaction(write=False) as session:
-        principal = authenticate(session, secret)
+    principal = database.run(lambda: authenticate(session(), secret), write=False)
     if principal is None:
         return None
     if principal.touch:
-        # Its own short write transaction: the lookup itself stays read-only.
-        with database.transaction(write=True) as session:
-            session.execute(
-                update(ApiKey)
-                .where(ApiKey.id == principal.credential_id)
-                .values(last_used_at=utcnow())
-            )
+        # Its own short write transaction (at most once a minute per key): the lookup itself
+        # stays read-only.
+        database.run(lambda: _touch(principal.credential_id), write=True)
     return principal.token_info()
 
 

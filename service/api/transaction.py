@@ -1,10 +1,10 @@
 """One transaction per request: the unit of work every operation handler runs in.
 
-:func:`unit_of_work` opens the app's :meth:`~service.db.Database.transaction` around a
-handler (write intent for anything but GET/HEAD/OPTIONS), so a request commits everything
-it did when the handler returns and nothing when it raises, and maps the database's
-conflict errors to problems. Decorators below it (``idempotency.idempotent``) run inside
-that same transaction.
+:func:`unit_of_work` runs a handler in the app's :meth:`~service.db.Database.run` (write
+intent for anything but GET/HEAD/OPTIONS), so a request commits everything it did when the
+handler returns and nothing when it raises (and runs again, once, if its pooled connection
+turned out dead), and maps the database's conflict errors to problems. Decorators below it
+(``idempotency.idempotent``) run inside that same transaction.
 """
 
 from __future__ import annotations
@@ -45,8 +45,7 @@ def unit_of_work(handler: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         write = request.method not in {"GET", "HEAD", "OPTIONS"}
         try:
-            with get_database().transaction(write=write):
-                return handler(*args, **kwargs)
+            return get_database().run(lambda: handler(*args, **kwargs), write=write)
         except StaleDataError as exc:
             # Another request updated the row between our read and our write.
             if request.headers.get("If-Match"):

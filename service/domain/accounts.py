@@ -154,33 +154,49 @@ def revoke_user_credentials(
 def authenticate(session: Session, secret: str) -> Principal | None:
     """The principal behind a bearer secret, or None if it is unknown, expired or revoked."""
     now = utcnow()
+    # Every authenticated request runs this: plain column rows, no ORM instances.
+    connection = session.connection()
     if secret.startswith(TOKEN_PREFIX):
-        row = session.execute(
-            select(AccessToken, User)
+        row = connection.execute(
+            select(
+                AccessToken.id,
+                AccessToken.revoked_at,
+                AccessToken.expires_at,
+                User.id.label("user_id"),
+                User.role,
+                User.is_active,
+            )
             .join(User, User.id == AccessToken.user_id)
             .where(AccessToken.token_hash == digest(secret))
         ).first()
-        if row is None:
+        if row is None or row.revoked_at is not None or row.expires_at <= now:
             return None
-        token, user = row
-        if token.revoked_at is not None or token.expires_at <= now or not user.is_active:
+        if not row.is_active:
             return None
-        return Principal(user.id, user.role, "access_token", token.id)
+        return Principal(row.user_id, row.role, "access_token", row.id)
     if secret.startswith(API_KEY_PREFIX):
-        row = session.execute(
-            select(ApiKey, User)
+        row = connection.execute(
+            select(
+                ApiKey.id,
+                ApiKey.role.label("key_role"),
+                ApiKey.revoked_at,
+                ApiKey.expires_at,
+                ApiKey.last_used_at,
+                User.id.label("user_id"),
+                User.role,
+                User.is_active,
+            )
             .join(User, User.id == ApiKey.created_by_user_id)
             .where(ApiKey.secret_hash == digest(secret))
         ).first()
-        if row is None:
+        if row is None or row.revoked_at is not None or row.expires_at <= now:
             return None
-        key, user = row
-        if key.revoked_at is not None or key.expires_at <= now or not user.is_active:
+        if not row.is_active:
             return None
         # A key never grants more than its creator holds now.
-        role = min(key.role, user.role, key=role_rank)
-        stale = key.last_used_at is None or key.last_used_at <= now - LAST_USED_RESOLUTION
-        return Principal(user.id, role, "api_key", key.id, touch=stale)
+        role = min(row.key_role, row.role, key=role_rank)
+        stale = row.last_used_at is None or row.last_used_at <= now - LAST_USED_RESOLUTION
+        return Principal(row.user_id, role, "api_key", row.id, touch=stale)
     return None
 
 

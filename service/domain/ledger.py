@@ -2,10 +2,11 @@
 
 Every document follows the same steps inside the request's one transaction:
 
-1. lock the affected product rows (ascending id), then the affected stock-level rows
-   (ascending product, location), creating missing levels at zero first. Every writer takes
-   its locks in this one global order, so concurrent documents queue instead of deadlocking.
-   (On SQLite the write transaction is BEGIN IMMEDIATE: writers are serialised anyway.)
+1. lock the affected product rows (ascending id; they must exist and, for new documents, be
+   active), then the affected stock-level rows (ascending product, location), creating
+   missing levels at zero. Every writer locks a product before any of its levels, so
+   concurrent documents queue on the product rows instead of deadlocking. (On SQLite the
+   write transaction is BEGIN IMMEDIATE: writers are serialised anyway.)
 2. apply the lines in order to the locked balances; collect every line that would go below
    zero and refuse the whole document (409 ``insufficient-stock``) if there is any;
 3. write the document, one movement per line (two for a transfer line) with its balance
@@ -15,6 +16,11 @@ Every document follows the same steps inside the request's one transaction:
 
 Levels are only ever changed here, in the same transaction as their movements, so each
 level always equals the sum of its movements (``storekeeper stock verify`` checks it).
+
+Every document runs through here, so it is written with Core statements, not the ORM's unit
+of work: one statement per step (the products, the levels with their products' totals, the
+document, all its movements with ``RETURNING``, the changed levels, the changed costs) and
+the answer is built from the rows the statements returned.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
-from sqlalchemy import func, select, tuple_
+from sqlalchemy import case, func, insert, literal, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -77,6 +83,8 @@ class Posting:
     # Who writes it: a user (with an access token) or an API key (and its creator).
     created_by_user_id: int | None = None
     created_by_api_key_id: int | None = None
+    # New documents take only active products; a reversal may compensate an archived one's.
+    require_active: bool = True
 
 
 # --- validation of the references a request makes -----------------------------------------
@@ -97,20 +105,40 @@ def require_location(session: Session, location_id: int, pointer: str) -> Locati
     return location
 
 
-def require_products(session: Session, lines: Sequence[dict[str, Any]]) -> None:
-    """Every line names an existing, active product; report every line that does not."""
-    wanted = {line["product_id"] for line in lines}
-    found = {
-        product.id: product
-        for product in session.scalars(select(Product).where(Product.id.in_(wanted)))
-    }
+# --- locking ---------------------------------------------------------------------------------
+
+
+PRODUCTS = Product.__table__
+LEVELS = StockLevel.__table__
+DOCUMENTS = StockDocument.__table__
+MOVEMENTS = StockMovement.__table__
+
+
+def _lock_products(session: Session, product_ids: Iterable[int]) -> dict[int, Any]:
+    """Lock the products' rows (ascending id); their current rows by id."""
+    stmt = (
+        select(PRODUCTS.c.id, PRODUCTS.c.is_active, PRODUCTS.c.average_cost)
+        .where(PRODUCTS.c.id.in_(sorted(set(product_ids))))
+        .order_by(PRODUCTS.c.id)
+        .with_for_update()
+    )
+    return {row.id: row for row in session.connection().execute(stmt)}
+
+
+def _require_products(changes: Sequence[Change], products: dict[int, Any], active: bool) -> None:
+    """Every line names an existing (and, if ``active``, active) product; report every line
+    that does not."""
     errors = []
-    for index, line in enumerate(lines):
-        product = found.get(line["product_id"])
-        if product is None:
-            errors.append(pointer_error(f"/lines/{index}/product_id", "No product has this id."))
-        elif not product.is_active:
-            errors.append(pointer_error(f"/lines/{index}/product_id", "The product is archived."))
+    reported = set()
+    for change in changes:
+        product = products.get(change.product_id)
+        if product is not None and (product.is_active or not active):
+            continue
+        if change.line_no in reported:  # the two legs of a transfer line
+            continue
+        reported.add(change.line_no)
+        reason = "No product has this id." if product is None else "The product is archived."
+        errors.append(pointer_error(f"/lines/{change.line_no}/product_id", reason))
     if errors:
         raise UnprocessableProblem(
             "Some lines name products that do not exist or are archived; see errors[].",
@@ -118,53 +146,46 @@ def require_products(session: Session, lines: Sequence[dict[str, Any]]) -> None:
         )
 
 
-# --- locking ---------------------------------------------------------------------------------
-
-
-def _lock_products(session: Session, product_ids: Iterable[int]) -> dict[int, Product]:
-    ids = sorted(set(product_ids))
-    # populate_existing: the rows may already be in the session (read before the lock); the
-    # average cost written on every movement must be the one read under the lock.
-    stmt = (
-        select(Product)
-        .where(Product.id.in_(ids))
-        .order_by(Product.id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
+def _select_levels(keys: Sequence[LevelKey]):
+    """The levels of ``keys``, locked, each with its product's total over every location."""
+    others = LEVELS.alias("others")
+    product_total = (
+        select(func.coalesce(func.sum(others.c.on_hand), 0))
+        .where(others.c.product_id == LEVELS.c.product_id)
+        .scalar_subquery()
     )
-    return {product.id: product for product in session.scalars(stmt)}
-
-
-def _lock_levels(session: Session, keys: Iterable[LevelKey]) -> dict[LevelKey, StockLevel]:
-    ordered = sorted(set(keys))
-    now = utcnow()
-    rows = [
-        {"product_id": p, "location_id": loc, "on_hand": 0, "updated_at": now} for p, loc in ordered
-    ]
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    session.execute(
-        insert(StockLevel)
-        .values(rows)
-        .on_conflict_do_nothing(index_elements=["product_id", "location_id"])
+    return (
+        select(LEVELS.c.id, LEVELS.c.product_id, LEVELS.c.location_id, LEVELS.c.on_hand)
+        .add_columns(product_total.label("product_total"))
+        .where(tuple_(LEVELS.c.product_id, LEVELS.c.location_id).in_(keys))
+        .order_by(LEVELS.c.product_id, LEVELS.c.location_id)
+        .with_for_update(of=LEVELS)
     )
-    pair = tuple_(StockLevel.product_id, StockLevel.location_id)
-    stmt = (
-        select(StockLevel)
-        .where(pair.in_(ordered))
-        .order_by(StockLevel.product_id, StockLevel.location_id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    )
-    return {(level.product_id, level.location_id): level for level in session.scalars(stmt)}
 
 
-def _totals(session: Session, product_ids: Iterable[int]) -> dict[int, int]:
-    stmt = (
-        select(StockLevel.product_id, func.coalesce(func.sum(StockLevel.on_hand), 0))
-        .where(StockLevel.product_id.in_(set(product_ids)))
-        .group_by(StockLevel.product_id)
-    )
-    return {product_id: int(total) for product_id, total in session.execute(stmt)}
+def _lock_levels(session: Session, keys: Iterable[LevelKey]) -> dict[LevelKey, Any]:
+    """Lock the levels of ``keys`` (missing ones are created at zero first)."""
+    connection = session.connection()
+    wanted = sorted(set(keys))
+    found = {(r.product_id, r.location_id): r for r in connection.execute(_select_levels(wanted))}
+    missing = [key for key in wanted if key not in found]
+    if missing:
+        now = utcnow()
+        rows = [
+            {"product_id": p, "location_id": loc, "on_hand": 0, "updated_at": now}
+            for p, loc in missing
+        ]
+        insert = pg_insert if connection.dialect.name == "postgresql" else sqlite_insert
+        connection.execute(
+            insert(LEVELS)
+            .values(rows)
+            .on_conflict_do_nothing(index_elements=["product_id", "location_id"])
+        )
+        # Created here or, meanwhile, by another writer of the same product (which held the
+        # product's lock, now ours): lock them as well.
+        for row in connection.execute(_select_levels(missing)):
+            found[(row.product_id, row.location_id)] = row
+    return found
 
 
 # --- posting ---------------------------------------------------------------------------------
@@ -179,12 +200,37 @@ def moving_average(old_avg: Decimal, old_total: int, quantity: int, cost: Decima
     return max(Decimal(0), value / new_total).quantize(COST_PLACES, rounding=ROUND_HALF_EVEN)
 
 
-def post(session: Session, posting: Posting) -> StockDocument:
-    """Lock, check and write a document; raise 409 ``insufficient-stock`` if any line is short."""
+@dataclass(frozen=True)
+class Posted:
+    """A posted document and its movements (by id), as the rows the database returned: every
+    column of ``stock_documents`` and ``stock_movements``, in table order."""
+
+    document: Any
+    movements: list[Any]
+
+    @property
+    def id(self) -> int:
+        return self.document.id
+
+
+def _case(column: Any, values: dict[int, Any]) -> Any:
+    """``column``'s new value per row id (one statement for every changed row), bound through
+    the column's own type (scaled decimals on SQLite)."""
+    if len(values) == 1:
+        return next(iter(values.values()))
+    whens = {row_id: literal(value, column.type) for row_id, value in values.items()}
+    return case(whens, value=column.table.c.id)
+
+
+def post(session: Session, posting: Posting) -> Posted:
+    """Lock, check and write a document; raise 409 ``insufficient-stock`` if any line is short
+    (422 if a line names a product that does not exist, or an archived one when
+    ``posting.require_active``)."""
+    connection = session.connection()
     products = _lock_products(session, (c.product_id for c in posting.changes))
+    _require_products(posting.changes, products, active=posting.require_active)
     levels = _lock_levels(session, ((c.product_id, c.location_id) for c in posting.changes))
-    costed = {c.product_id for c in posting.changes if c.unit_cost is not None}
-    totals = _totals(session, costed) if costed else {}
+    totals = {key[0]: int(level.product_total) for key, level in levels.items()}
 
     balances = {key: level.on_hand for key, level in levels.items()}
     shortages: list[dict[str, Any]] = []
@@ -218,58 +264,83 @@ def post(session: Session, posting: Posting) -> StockDocument:
     if overflow:
         raise UnprocessableProblem("Some lines would exceed the on-hand limit.", errors=overflow)
 
-    document = StockDocument(
-        kind=posting.kind,
-        reference=posting.reference,
-        note=posting.note,
-        location_id=posting.location_id,
-        to_location_id=posting.to_location_id,
-        created_at=utcnow(),
-        created_by_user_id=posting.created_by_user_id,
-        created_by_api_key_id=posting.created_by_api_key_id,
-    )
-    session.add(document)
-    session.flush()
+    created_at = utcnow()
+    document = connection.execute(
+        insert(DOCUMENTS)
+        .values(
+            kind=posting.kind,
+            reference=posting.reference,
+            note=posting.note,
+            location_id=posting.location_id,
+            to_location_id=posting.to_location_id,
+            created_at=created_at,
+            created_by_user_id=posting.created_by_user_id,
+            created_by_api_key_id=posting.created_by_api_key_id,
+        )
+        .returning(*DOCUMENTS.c)
+    ).one()
 
+    average = {product_id: Decimal(row.average_cost) for product_id, row in products.items()}
     running = {key: level.on_hand for key, level in levels.items()}
+    movements = []
     for change in posting.changes:
         key = (change.product_id, change.location_id)
         running[key] += change.quantity
-        product = products[change.product_id]
         if change.unit_cost is not None:
             total = totals.get(change.product_id, 0)
-            product.average_cost = moving_average(
-                Decimal(product.average_cost), total, change.quantity, change.unit_cost
+            average[change.product_id] = moving_average(
+                average[change.product_id], total, change.quantity, change.unit_cost
             )
             totals[change.product_id] = total + change.quantity
-        session.add(
-            StockMovement(
-                document_id=document.id,
-                line_no=change.line_no,
-                kind=change.kind,
-                product_id=change.product_id,
-                location_id=change.location_id,
-                quantity=change.quantity,
-                balance_after=running[key],
-                unit_cost=change.unit_cost,
-                average_cost_after=product.average_cost,
-                reason=change.reason,
-                note=change.note,
-                reference=posting.reference,
-                reversal_of=change.reversal_of,
-                created_at=document.created_at,
-                created_by_user_id=posting.created_by_user_id,
-                created_by_api_key_id=posting.created_by_api_key_id,
+        movements.append(
+            {
+                "document_id": document.id,
+                "line_no": change.line_no,
+                "kind": change.kind,
+                "product_id": change.product_id,
+                "location_id": change.location_id,
+                "quantity": change.quantity,
+                "balance_after": running[key],
+                "unit_cost": change.unit_cost,
+                "average_cost_after": average[change.product_id],
+                "reason": change.reason,
+                "note": change.note,
+                "reference": posting.reference,
+                "reversal_of": change.reversal_of,
+                "created_at": created_at,
+                "created_by_user_id": posting.created_by_user_id,
+                "created_by_api_key_id": posting.created_by_api_key_id,
+            }
+        )
+    written = connection.execute(insert(MOVEMENTS).values(movements).returning(*MOVEMENTS.c)).all()
+
+    now = utcnow()
+    changed_levels = {
+        level.id: running[key] for key, level in levels.items() if level.on_hand != running[key]
+    }
+    if changed_levels:
+        connection.execute(
+            update(LEVELS)
+            .where(LEVELS.c.id.in_(changed_levels))
+            .values(on_hand=_case(LEVELS.c.on_hand, changed_levels), updated_at=now)
+        )
+    changed_costs = {
+        product_id: cost
+        for product_id, cost in average.items()
+        if cost != Decimal(products[product_id].average_cost)
+    }
+    if changed_costs:
+        # As an ORM update of the product would: a new version (its ETag) and updated_at.
+        connection.execute(
+            update(PRODUCTS)
+            .where(PRODUCTS.c.id.in_(changed_costs))
+            .values(
+                average_cost=_case(PRODUCTS.c.average_cost, changed_costs),
+                version=PRODUCTS.c.version + 1,
+                updated_at=now,
             )
         )
-    now = utcnow()
-    for key, level in levels.items():
-        if level.on_hand != running[key]:
-            level.on_hand = running[key]
-            level.updated_at = now
-    session.flush()
-    session.refresh(document, attribute_names=["movements"])
-    return document
+    return Posted(document, sorted(written, key=lambda row: row.id))
 
 
 # --- reversals -------------------------------------------------------------------------------
@@ -331,6 +402,7 @@ def reversal_posting(
     ]
     return Posting(
         kind="reversal",
+        require_active=False,
         changes=changes,
         reference=reference if reference is not None else movement.reference,
         note=note,

@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from service.api import idempotency
 from service.api.idempotency import advisory_lock_id
 from service.domain import ledger
 from service.domain.ledger import recompute_levels
@@ -438,10 +439,15 @@ def test_an_expired_key_may_carry_a_different_body(client, database, stock):
 
 
 def test_expired_keys_are_purged_as_new_ones_arrive(client, database, stock):
+    """Every PURGE_EVERY-th stored response (by id; ids restart with each test) purges."""
     assert post(client, "receipts", receipt_body(stock), key="old").status_code == 201
     assert post(client, "receipts", receipt_body(stock), key="recent").status_code == 201
     set_key(database, key="old", expires_at=utcnow() - timedelta(seconds=1))
 
-    assert post(client, "receipts", receipt_body(stock), key="new").status_code == 201
+    fresh = [f"new-{n}" for n in range(3, idempotency.PURGE_EVERY + 1)]
+    for key in fresh[:-1]:
+        assert post(client, "receipts", receipt_body(stock), key=key).status_code == 201
+    assert [k for k, _ in key_rows(database)][:2] == ["old", "recent"]  # not yet
+    assert post(client, "receipts", receipt_body(stock), key=fresh[-1]).status_code == 201
 
-    assert key_rows(database) == [("recent", 201), ("new", 201)]
+    assert key_rows(database) == [("recent", 201)] + [(key, 201) for key in fresh]

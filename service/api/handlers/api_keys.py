@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import UTC
 
-from sqlalchemy import select, update
+from sqlalchemy import update
 
 from service import db
 from service.api import transaction
@@ -30,7 +30,9 @@ from service.formats import utcnow
 from service.models import ApiKey
 from service.problems import NotFoundProblem, Problem, pointer_error
 from service.schemas.api_key import ApiKeySchema
+from service.schemas.rows import RowShape
 
+API_KEY_ROWS = RowShape(ApiKeySchema(), ApiKey)
 SORTS = sort_keys(("created_at", ApiKey.created_at, "datetime"))
 PREFIX_LENGTH = 12  # "sk_live_" and four characters of the random part
 
@@ -49,7 +51,7 @@ def _is_admin(principal: Principal) -> bool:
 @transaction.unit_of_work
 def list_api_keys(limit: int = 50, cursor: str | None = None):
     principal = _caller()
-    stmt = select(ApiKey)
+    stmt = API_KEY_ROWS.select()
     if not _is_admin(principal):
         stmt = stmt.where(ApiKey.created_by_user_id == principal.user_id)
     return paginated(
@@ -58,7 +60,7 @@ def list_api_keys(limit: int = 50, cursor: str | None = None):
         id_column=ApiKey.id,
         limit=limit,
         cursor=cursor,
-        dump=ApiKeySchema(many=True).dump,
+        dump=API_KEY_ROWS.dump,
     )
 
 

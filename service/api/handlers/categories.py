@@ -14,7 +14,9 @@ from service.models import Category, Product
 from service.models.category import sibling_key
 from service.problems import ConflictProblem, UnprocessableProblem, pointer_error
 from service.schemas.category import CategoryInputSchema, CategorySchema
+from service.schemas.rows import RowShape
 
+CATEGORY_ROWS = RowShape(CategorySchema(), Category)
 SORTS = sort_keys(("name", Category.name), ("created_at", Category.created_at, "datetime"))
 
 
@@ -62,7 +64,7 @@ def list_categories(
     q: str | None = None,
     sort: str = "name",
 ):
-    stmt = select(Category)
+    stmt = CATEGORY_ROWS.select()
     if parent_id is not None:
         stmt = stmt.where(Category.parent_id == parent_id)
     if top_level is not None:
@@ -77,7 +79,7 @@ def list_categories(
         id_column=Category.id,
         limit=limit,
         cursor=cursor,
-        dump=CategorySchema(many=True).dump,
+        dump=CATEGORY_ROWS.dump,
     )
 
 

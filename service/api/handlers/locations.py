@@ -14,7 +14,9 @@ from service.models import Location, StockDocument, StockLevel, StockMovement
 from service.models.location import code_key
 from service.problems import ConflictProblem
 from service.schemas.location import LocationInputSchema, LocationSchema
+from service.schemas.rows import RowShape
 
+LOCATION_ROWS = RowShape(LocationSchema(), Location)
 SORTS = sort_keys(
     ("code", Location.code_key),
     ("name", Location.name),
@@ -53,7 +55,7 @@ def list_locations(
     q: str | None = None,
     sort: str = "code",
 ):
-    stmt = select(Location)
+    stmt = LOCATION_ROWS.select()
     if is_active is not None:
         stmt = stmt.where(Location.is_active.is_(is_active))
     if q:
@@ -69,7 +71,7 @@ def list_locations(
         id_column=Location.id,
         limit=limit,
         cursor=cursor,
-        dump=LocationSchema(many=True).dump,
+        dump=LOCATION_ROWS.dump,
     )
 
 

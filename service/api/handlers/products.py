@@ -24,7 +24,9 @@ from service.problems import (
     pointer_error,
 )
 from service.schemas.product import ProductInputSchema, ProductSchema
+from service.schemas.rows import RowShape
 
+PRODUCT_ROWS = RowShape(ProductSchema(), Product)
 SORTS = sort_keys(
     ("name", Product.name),
     ("sku", Product.sku_key),
@@ -65,7 +67,7 @@ def list_products(
     q: str | None = None,
     sort: str = "name",
 ):
-    stmt = select(Product).where(
+    stmt = PRODUCT_ROWS.select().where(
         *ProductFilter(category_id, include_descendants, is_active).clauses()
     )
     if q:
@@ -81,7 +83,7 @@ def list_products(
         id_column=Product.id,
         limit=limit,
         cursor=cursor,
-        dump=ProductSchema(many=True).dump,
+        dump=PRODUCT_ROWS.dump,
     )
 
 

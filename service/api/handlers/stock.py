@@ -25,17 +25,25 @@ from service.problems import (
     UnprocessableProblem,
     pointer_error,
 )
+from service.schemas.rows import RowShape
 from service.schemas.stock import StockDocumentSchema, StockLevelSchema, StockMovementSchema
 
+MOVEMENT_ROWS = RowShape(StockMovementSchema(), StockMovement)
+# A document as StockDocumentSchema dumps it: its movements first, then its own columns.
+DOCUMENT_ROWS = RowShape(StockDocumentSchema(exclude=("movements",)), StockDocument)
+LEVEL_ROWS = RowShape(StockLevelSchema(), StockLevel)
 MOVEMENT_SORTS = sort_keys(("created_at", StockMovement.created_at, "datetime"))
 # The spec promises levels "by product then location": (product_id, location_id) is unique.
 LEVEL_ORDER = Keyset.of_ids("product_id", StockLevel.product_id, StockLevel.location_id)
 ALERT_ORDER = Keyset.of_ids("product_id", Product.id)
 
 
-def _created(document: StockDocument):
-    body = StockDocumentSchema().dump(document)
-    return json_response(body, 201, {"Location": f"/api/v1/stock/documents/{document.id}"})
+def _created(posted: ledger.Posted):
+    body = {
+        "movements": MOVEMENT_ROWS.dump(posted.movements),
+        **DOCUMENT_ROWS.dump_one(posted.document),
+    }
+    return json_response(body, 201, {"Location": f"/api/v1/stock/documents/{posted.id}"})
 
 
 def _authored(posting: ledger.Posting) -> ledger.Posting:
@@ -68,7 +76,6 @@ def _quantity_changes(lines, kind: str, location_id: int, sign: int) -> list[led
 def create_receipt(body: dict):
     session = db.session()
     ledger.require_location(session, body["location_id"], "/location_id")
-    ledger.require_products(session, body["lines"])
     posting = ledger.Posting(
         kind="receipt",
         changes=_quantity_changes(body["lines"], "receipt", body["location_id"], +1),
@@ -84,7 +91,6 @@ def create_receipt(body: dict):
 def create_shipment(body: dict):
     session = db.session()
     ledger.require_location(session, body["location_id"], "/location_id")
-    ledger.require_products(session, body["lines"])
     posting = ledger.Posting(
         kind="shipment",
         changes=_quantity_changes(body["lines"], "shipment", body["location_id"], -1),
@@ -107,7 +113,6 @@ def create_transfer(body: dict):
         )
     ledger.require_location(session, source, "/from_location_id")
     ledger.require_location(session, target, "/to_location_id")
-    ledger.require_products(session, body["lines"])
     changes = []
     for out_leg, in_leg in zip(
         _quantity_changes(body["lines"], "transfer_out", source, -1),
@@ -132,7 +137,6 @@ def create_adjustment(body: dict):
     session = db.session()
     location_id = body["location_id"]
     ledger.require_location(session, location_id, "/location_id")
-    ledger.require_products(session, body["lines"])
     changes = []
     for index, line in enumerate(body["lines"]):
         counted = line.get("counted_quantity")
@@ -193,7 +197,7 @@ def list_stock_movements(
     created_before: str | None = None,
 ):
     stmt = db.where_equal(
-        select(StockMovement),
+        MOVEMENT_ROWS.select(),
         (StockMovement.product_id, product_id),
         (StockMovement.location_id, location_id),
         (StockMovement.kind, kind),
@@ -213,7 +217,7 @@ def list_stock_movements(
         id_column=StockMovement.id,
         limit=limit,
         cursor=cursor,
-        dump=StockMovementSchema(many=True).dump,
+        dump=MOVEMENT_ROWS.dump,
     )
 
 
@@ -226,7 +230,7 @@ def list_stock_levels(
     below_reorder_point: bool | None = None,
 ):
     stmt = db.where_equal(
-        select(StockLevel),
+        LEVEL_ROWS.select(),
         (StockLevel.product_id, product_id),
         (StockLevel.location_id, location_id),
     )
@@ -234,9 +238,7 @@ def list_stock_levels(
         stmt = stmt.join(Product, Product.id == StockLevel.product_id)
         at_or_below = StockLevel.on_hand <= Product.reorder_point
         stmt = stmt.where(at_or_below if below_reorder_point else ~at_or_below)
-    return paginated(
-        stmt, sort=LEVEL_ORDER, limit=limit, cursor=cursor, dump=StockLevelSchema(many=True).dump
-    )
+    return paginated(stmt, sort=LEVEL_ORDER, limit=limit, cursor=cursor, dump=LEVEL_ROWS.dump)
 
 
 @transaction.unit_of_work
@@ -262,26 +264,21 @@ def get_product_stock(product_id: int):
 def list_low_stock_alerts(limit: int = 50, cursor: str | None = None):
     total = func.coalesce(func.sum(StockLevel.on_hand), 0).label("total_on_hand")
     stmt = (
-        select(Product, total)
+        select(Product.__table__, total)
         .outerjoin(StockLevel, StockLevel.product_id == Product.id)
         .where(Product.is_active.is_(True), Product.reorder_point > 0)
         .group_by(Product.id)
         .having(total <= Product.reorder_point)
     )
-    return paginated(
-        stmt, sort=ALERT_ORDER, limit=limit, cursor=cursor, dump=_alerts, entity=_product_of
-    )
-
-
-def _product_of(row: Any) -> Product:
-    return row[0]
+    return paginated(stmt, sort=ALERT_ORDER, limit=limit, cursor=cursor, dump=_alerts)
 
 
 def _alerts(rows: Sequence[Any]) -> list[dict[str, Any]]:
-    return [_alert(product, int(on_hand)) for product, on_hand in rows]
+    return [_alert(row, int(row.total_on_hand)) for row in rows]
 
 
-def _alert(product: Product, on_hand: int) -> dict[str, Any]:
+def _alert(product: Any, on_hand: int) -> dict[str, Any]:
+    """An alert from a product row (plain columns) and its total on hand."""
     return {
         "product_id": product.id,
         "sku": product.sku,

@@ -31,9 +31,11 @@ from service.problems import (
     NotFoundProblem,
     WeakPasswordProblem,
 )
+from service.schemas.rows import RowShape
 from service.schemas.user import UserInputSchema, UserSchema
 
 # The contract promises oldest first; there is no sort parameter.
+USER_ROWS = RowShape(UserSchema(), User)
 OLDEST_FIRST = sort_keys(("created_at", User.created_at, "datetime"))["created_at"]
 
 
@@ -115,7 +117,7 @@ def list_users(
     role: str | None = None,
     is_active: bool | None = None,
 ):
-    stmt = select(User)
+    stmt = USER_ROWS.select()
     if role is not None:
         stmt = stmt.where(User.role == role)
     if is_active is not None:
@@ -126,7 +128,7 @@ def list_users(
         id_column=User.id,
         limit=limit,
         cursor=cursor,
-        dump=UserSchema(many=True).dump,
+        dump=USER_ROWS.dump,
     )
 
 
