@@ -583,8 +583,7 @@ class History:
         product_ids, location_ids = self.product_ids, self.location_ids
 
         # Levels are created on first touch by one INSERT .. ON CONFLICT DO NOTHING over the
-        # touched keys in (product id, location id) order. Each row of it takes an id from the
-        # sequence (PostgreSQL) or AUTOINCREMENT counter (SQLite), inserted or not.
+        # missing keys in (product id, location id) order, each taking the next id.
         touched = sorted(
             {
                 (product_ids[c.product], location_ids[c.location], c.product, c.location)
@@ -594,8 +593,8 @@ class History:
         before = {}
         for product_id, location_id, product, where in touched:
             key = (product_id, location_id)
-            self.next_level += 1
             if key not in self.levels:
+                self.next_level += 1
                 self.levels[key] = [self.next_level, stamp, 0]  # id, updated_at, on_hand
             before[key] = self.on_hand[where][product]
 

@@ -226,7 +226,7 @@ class SqliteWriter(Writer):
 
     def finish(self, counters: dict[str, int]) -> None:
         for table, last in counters.items():
-            # The ids the ledger would have consumed (stock_levels: more than it kept).
+            # The ids the ledger would have consumed.
             self.db.execute(
                 "UPDATE sqlite_sequence SET seq = MAX(seq, ?) WHERE name = ?", (last, table)
             )
