@@ -444,7 +444,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--postgres-admin-url",
         default=os.environ.get(POSTGRES_ENV, DEFAULT_ADMIN_URL),
-        help="a PostgreSQL URL allowed to CREATE DATABASE (default: $%(default)s)",
+        help=f"a PostgreSQL URL allowed to CREATE DATABASE (default: ${POSTGRES_ENV}, else "
+        "%(default)s)",
     )
     parser.add_argument("--database-url", help="reuse this (generated) database; kept")
     parser.add_argument("--keep-database", action="store_true")
