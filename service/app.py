@@ -99,6 +99,9 @@ def create_app(settings: Settings | None = None) -> connexion.FlaskApp:
             statement_ms=settings.database_statement_timeout_ms,
             pool_s=settings.database_pool_timeout_s,
         ),
+        replica_url=settings.database_replica_url,
+        replica_max_lag_s=settings.database_replica_max_lag_s,
+        replica_rest_s=settings.database_replica_rest_s,
     )
     app.add_middleware(RequestIdMiddleware, position=MiddlewarePosition.BEFORE_EXCEPTION)
     # Just inside the error rendering, in front of everything that routes: `//`, `.`/`..`

@@ -52,6 +52,17 @@ refuses at once); while it is frozen, within pool + statement + connect timeout 
 goes unanswered. Parameters in ``DATABASE_URL`` itself
 (``?connect_timeout=...``, ``options=-c statement_timeout=...``) take precedence.
 
+Read replica (PostgreSQL streaming replication; service/db.py):
+
+- ``DATABASE_REPLICA_URL`` (default unset): a hot standby of ``DATABASE_URL``. The valuation
+  and movement reports and the product export read from it (their ``X-Data-Source`` header
+  says ``replica`` or ``primary``); writes and every other read stay on the primary. It has
+  the primary's time bounds and pool size. Unreachable, it is left alone for
+  ``DATABASE_REPLICA_REST`` seconds (default ``30``) and the primary answers meanwhile. With
+  an SQLite ``DATABASE_URL`` it is a startup error.
+- ``DATABASE_REPLICA_MAX_LAG`` (default ``30`` seconds): a replica whose replay is further
+  behind than this is passed over for the primary (how lag is measured: service/db.py).
+
 Product import (service/domain/product_io.py, service/api/middleware/body_limit.py):
 
 - ``STOREKEEPER_IMPORT_MAX_BYTES`` (default ``33554432``, 32 MiB): the largest body
@@ -105,6 +116,16 @@ def _env_int(name: str, default: int, *, minimum: int) -> int:
     return number
 
 
+def _env_seconds(name: str, default: float) -> float:
+    value = os.environ.get(name)
+    if value is None or value.strip() == "":
+        return default
+    number = float(value)
+    if not number > 0 or number == float("inf"):
+        raise ValueError(f"{name} must be a positive number of seconds, not {value!r}")
+    return number
+
+
 def default_database_url() -> str:
     return f"sqlite:///{DEFAULT_SQLITE_PATH}"
 
@@ -134,6 +155,10 @@ class Settings:
     database_connect_timeout_s: int = 5
     database_statement_timeout_ms: int = 15000
     database_pool_timeout_s: int = 5
+    # The read replica: see the module docstring.
+    database_replica_url: str | None = None
+    database_replica_max_lag_s: float = 30.0
+    database_replica_rest_s: float = 30.0
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -162,6 +187,13 @@ class Settings:
             ),
             database_pool_timeout_s=_env_int(
                 "DATABASE_POOL_TIMEOUT", cls.database_pool_timeout_s, minimum=1
+            ),
+            database_replica_url=os.environ.get("DATABASE_REPLICA_URL") or None,
+            database_replica_max_lag_s=_env_seconds(
+                "DATABASE_REPLICA_MAX_LAG", cls.database_replica_max_lag_s
+            ),
+            database_replica_rest_s=_env_seconds(
+                "DATABASE_REPLICA_REST", cls.database_replica_rest_s
             ),
         )
 

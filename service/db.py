@@ -17,6 +17,21 @@ Round trips a request does not pay for:
   runs in autocommit. Under READ COMMITTED every statement takes its own snapshot anyway, so
   a read of several statements sees exactly what it would inside BEGIN ... COMMIT; what needs
   one snapshot across statements (reports, exports) uses :func:`snapshot_engine`.
+
+A **read replica** (PostgreSQL streaming replication, ``DATABASE_REPLICA_URL``) serves the
+reads that may be a little behind (reports, the product export: :meth:`Database.run_on_replica`
+and :meth:`Database.stream_on_replica`), never a write nor a read that must see the writes
+before it. It is used while it answers and its replay is within ``max_lag_s``; otherwise the
+primary answers. A replica found unreachable is rested for ``rest_s`` (no connection attempt
+meanwhile), so a dead one costs one failed connection per rest period per process, not one
+per request.
+
+Lag, measured on the replica in one statement (:data:`REPLICA_LAG_SQL`): 0 when everything it
+has received is replayed (an idle primary sends nothing, so the time since the last replayed
+transaction says nothing about lag), else the seconds since the last replayed transaction
+committed on the primary. A standby whose WAL receiver lost the primary cannot know what it
+misses and reads as current: watch replication itself (``pg_stat_replication`` on the
+primary) for that.
 """
 
 from __future__ import annotations
@@ -25,21 +40,44 @@ import contextlib
 import contextvars
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.db_faults import DatabaseTimeouts, bound_answers, is_dropped_connection, libpq_params
+from service.db_faults import (
+    DatabaseTimeouts,
+    bound_answers,
+    classify,
+    is_dropped_connection,
+    libpq_params,
+    replica_fallback,
+)
 from service.problems import ServiceUnavailableProblem
 
 T = TypeVar("T")
 logger = logging.getLogger("storekeeper.db")
 
 POOL_RECYCLE_S = 3600
+# Where a read was answered from (the X-Data-Source response header).
+DataSource = Literal["primary", "replica"]
+PRIMARY: DataSource = "primary"
+REPLICA: DataSource = "replica"
+DEFAULT_REPLICA_MAX_LAG_S = 30.0
+DEFAULT_REPLICA_REST_S = 30.0
+# Seconds the replica's replay is behind the primary: see the module docstring.
+REPLICA_LAG_SQL = text(
+    "SELECT CASE"
+    " WHEN NOT pg_is_in_recovery() THEN 0"
+    " WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0"
+    " ELSE COALESCE(EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()),"
+    " 'Infinity'::float8) END"
+)
 
 _current_session: contextvars.ContextVar[Session | None] = contextvars.ContextVar(
     "storekeeper_session", default=None
@@ -112,6 +150,97 @@ def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
 _AT_COMMIT = "storekeeper_at_commit"
 
 
+class Replica:
+    """A streaming replica of the primary: its engine, its lag bound and its rest period."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeouts: DatabaseTimeouts | None,
+        max_lag_s: float = DEFAULT_REPLICA_MAX_LAG_S,
+        rest_s: float = DEFAULT_REPLICA_REST_S,
+    ) -> None:
+        self.engine = make_engine(url, timeouts=timeouts)
+        if self.engine.dialect.name != "postgresql":
+            self.engine.dispose()
+            raise ValueError("DATABASE_REPLICA_URL must be a PostgreSQL URL")
+
+        @event.listens_for(self.engine, "checkout")
+        def _read_only(dbapi_connection, _record, _proxy):  # pragma: no cover - driver hook
+            # A standby refuses BEGIN READ WRITE, which psycopg sends once SQLAlchemy has
+            # reset a connection's read-only characteristic to False (after a snapshot).
+            if getattr(dbapi_connection, "read_only", None) is not True:
+                dbapi_connection.read_only = True
+        self.sessionmaker = sessionmaker(
+            self.engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False
+        )
+        self.max_lag_s = max_lag_s
+        self.rest_s = rest_s
+        self._resting_until = 0.0
+        self._lock = threading.Lock()
+
+    def resting(self) -> bool:
+        return time.monotonic() < self._resting_until
+
+    def rest(self, exc: BaseException) -> None:
+        """Leave the replica alone for ``rest_s``: it failed with ``exc``."""
+        with self._lock:
+            first = not self.resting()
+            self._resting_until = time.monotonic() + self.rest_s
+        if first:
+            logger.warning(
+                "read replica unavailable, reading from the primary for %.0f s: %s",
+                self.rest_s,
+                type(exc).__name__,
+            )
+
+    def failed(self, exc: DBAPIError | PoolTimeoutError) -> None:
+        """A read on the replica failed with ``exc``: rest it if it is unavailable; return
+        to read on the primary instead, or raise ``exc`` when that must not happen
+        (:func:`service.db_faults.replica_fallback`: a program error, or a statement that
+        already used up its time)."""
+        if classify(exc) is not None:
+            self.rest(exc)
+        if isinstance(exc, PoolTimeoutError) or replica_fallback(exc):
+            return
+        raise exc
+
+    def lag_s(self) -> float:
+        """How far behind the primary the replica's replay is, in seconds (once more on a
+        new connection if the pooled one was dropped, e.g. by a replica restart)."""
+        for attempt in (1, 2):
+            try:
+                with self.engine.connect() as connection:
+                    connection = connection.execution_options(isolation_level="AUTOCOMMIT")
+                    return float(connection.execute(REPLICA_LAG_SQL).scalar_one())
+            except DBAPIError as exc:
+                if attempt == 2 or not is_dropped_connection(exc):
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def current(self) -> bool:
+        """Whether reads may go to the replica now: not resting, reachable, within the lag."""
+        if self.resting():
+            return False
+        try:
+            lag = self.lag_s()
+        except (DBAPIError, PoolTimeoutError) as exc:
+            self.failed(exc)
+            return False
+        if lag > self.max_lag_s:
+            logger.info(
+                "read replica %.1f s behind (limit %g s): reading from the primary",
+                lag,
+                self.max_lag_s,
+            )
+            return False
+        return True
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
 class Database:
     """The engine and session factory of one application instance."""
 
@@ -121,10 +250,24 @@ class Database:
         *,
         sqlite_busy_timeout_ms: int = 5000,
         timeouts: DatabaseTimeouts | None = None,
+        replica_url: str | None = None,
+        replica_max_lag_s: float = DEFAULT_REPLICA_MAX_LAG_S,
+        replica_rest_s: float = DEFAULT_REPLICA_REST_S,
     ) -> None:
         self.engine = make_engine(
             url, sqlite_busy_timeout_ms=sqlite_busy_timeout_ms, timeouts=timeouts
         )
+        self.replica: Replica | None = None
+        if replica_url:
+            if self.engine.dialect.name != "postgresql":
+                self.engine.dispose()
+                raise ValueError(
+                    "DATABASE_REPLICA_URL is set, but DATABASE_URL is not PostgreSQL: "
+                    "only a PostgreSQL primary has read replicas (unset DATABASE_REPLICA_URL)"
+                )
+            self.replica = Replica(
+                replica_url, timeouts=timeouts, max_lag_s=replica_max_lag_s, rest_s=replica_rest_s
+            )
         self.sessionmaker = sessionmaker(self.engine, expire_on_commit=False)
         self._read_sessionmaker = self.sessionmaker
         if self.engine.dialect.name == "postgresql":
@@ -179,11 +322,62 @@ class Database:
         with self.transaction(write=write):
             return work()
 
+    def run_on_replica(self, work: Callable[[], T]) -> tuple[T, DataSource]:
+        """``work()`` reading on the replica when it is current (:meth:`Replica.current`), else
+        as a read on the primary (:meth:`run`); with where it ran.
+
+        Only for reads that may be behind the primary's latest writes. The replica's session
+        is a read in autocommit, like the primary's; a connection it dropped is retried once
+        there. Unreachable (or in a recovery conflict), the replica is rested and the work
+        runs on the primary; a statement that timed out there is raised (a 503: running it
+        again would double the request's time bound), and a replica that timed out is rested
+        too, so the requests after it read from the primary.
+        """
+        replica = self.replica
+        if replica is not None and replica.current():
+            try:
+                return self._run_with(replica.sessionmaker, work), REPLICA
+            except (DBAPIError, PoolTimeoutError) as exc:
+                replica.failed(exc)
+        return self.run(work, write=False), PRIMARY
+
+    def stream_on_replica(
+        self, stream: Callable[[Engine], Iterator[T]]
+    ) -> tuple[T, Iterator[T], DataSource]:
+        """``stream(engine)`` started on the replica when it is current, else on the primary:
+        its first item (so a failure to connect is still an error, not a cut body), the rest,
+        and where it runs. A replica failing before the first item falls back like
+        :meth:`run_on_replica`."""
+        replica = self.replica
+        if replica is not None and replica.current():
+            items = stream(replica.engine)
+            try:
+                return next(items), items, REPLICA
+            except (DBAPIError, PoolTimeoutError) as exc:
+                items.close()
+                replica.failed(exc)
+        items = stream(self.engine)
+        return next(items), items, PRIMARY
+
+    def _run_with(self, maker: sessionmaker, work: Callable[[], T]) -> T:
+        """:meth:`run` for a read on another session factory (the replica's)."""
+        try:
+            with self._transaction(write=False, maker=maker):
+                return work()
+        except DBAPIError as exc:
+            if not is_dropped_connection(exc):
+                raise
+            logger.info("replica connection was dropped; retrying on a new one")
+        with self._transaction(write=False, maker=maker):
+            return work()
+
     @contextlib.contextmanager
-    def _transaction(self, *, write: bool) -> Iterator[Session]:
+    def _transaction(self, *, write: bool, maker: sessionmaker | None = None) -> Iterator[Session]:
         intent = _write_intent.set(write)
         current = _current_session.set(None)
-        session = (self.sessionmaker if write else self._read_sessionmaker)()
+        if maker is None:
+            maker = self.sessionmaker if write else self._read_sessionmaker
+        session = maker()
         try:
             _current_session.set(session)
             yield session
@@ -202,6 +396,8 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+        if self.replica is not None:
+            self.replica.dispose()
 
 
 def session() -> Session:

@@ -262,6 +262,28 @@ def is_dropped_connection(exc: BaseException) -> bool:
     )
 
 
+_RECOVERY_CONFLICT = "40001"  # a standby cancelled a query that replay had to overrun
+
+
+def replica_fallback(exc: BaseException) -> bool:
+    """Whether a read that failed on the read replica should run on the primary instead.
+
+    Yes when the replica cannot be reached (refused, dropped, no connection within the
+    connect timeout) or cancelled the query for a replay conflict; no for a statement that
+    ran into its timeout or a replica that stopped answering mid-statement (running it again
+    on the primary would double the time the request is allowed), nor for program errors.
+    """
+    if not isinstance(exc, DBAPIError):
+        return False
+    if _sqlstate(exc.orig) == _RECOVERY_CONFLICT:
+        return True
+    outage = classify(exc)
+    if outage is UNREACHABLE:
+        return True
+    text = str(exc.orig).lower()
+    return outage is TIMED_OUT and "did not answer" not in text and _sqlstate(exc.orig) is None
+
+
 def describe(exc: SQLAlchemyError) -> str:
     """The driver's message for the log: no SQL statement, no parameters."""
     orig = getattr(exc, "orig", None)

@@ -5,6 +5,10 @@ intent for anything but GET/HEAD/OPTIONS), so a request commits everything it di
 handler returns and nothing when it raises (and runs again, once, if its pooled connection
 turned out dead), and maps the database's conflict errors to problems. Decorators below it
 (``idempotency.idempotent``) run inside that same transaction.
+
+:func:`replica_read` does the same for a read that may lag the primary's latest writes (the
+reports): it runs on the read replica when there is a current one, else on the primary
+(:meth:`~service.db.Database.run_on_replica`), and says which in ``X-Data-Source``.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import functools
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from flask import current_app, request
+from flask import Response, current_app, request
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm.exc import StaleDataError
 
@@ -30,6 +34,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
 
 EXTENSION_KEY = "storekeeper.database"
+DATA_SOURCE_HEADER = "X-Data-Source"
 _CHANGED_MEANWHILE = "The resource changed while this request ran; fetch it and retry."
 
 
@@ -66,6 +71,29 @@ def unit_of_work(handler: F) -> F:
             raise
 
     return wrapper  # type: ignore[return-value]
+
+
+def replica_read(handler: F) -> F:
+    """Run a read-only handler on the read replica if current, else on the primary; the
+    response's ``X-Data-Source`` says which. Only for reads that need not see the latest
+    writes: everything else is :func:`unit_of_work`."""
+
+    @functools.wraps(handler)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        result, source = get_database().run_on_replica(lambda: handler(*args, **kwargs))
+        return with_data_source(result, source)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def with_data_source(result: Any, source: str) -> Any:
+    """A handler's result (a Response or a ``(body, status, headers)`` tuple) with
+    ``X-Data-Source: source``."""
+    if isinstance(result, Response):
+        result.headers[DATA_SOURCE_HEADER] = source
+        return result
+    body, status, headers = result
+    return body, status, {**headers, DATA_SOURCE_HEADER: source}
 
 
 def get_or_404(model: type[T], identifier: int, resource: str) -> T:

@@ -1,9 +1,14 @@
-"""``storekeeper stock ...``: checks on the stock ledger of a database.
+"""``storekeeper stock ...``: checks on the stock ledger of a database, and its checkpoints.
 
 ``storekeeper stock verify`` recomputes every stock level from the append-only ledger
-(:func:`service.domain.ledger.recompute_levels`) and checks that no level is negative. It prints a
-summary and exits 0 when the levels and the ledger agree, 1 when they do not, 2 when the
-database cannot be checked at all (unreachable, not migrated).
+(:func:`service.domain.ledger.recompute_levels`), checks that no level is negative and that
+every checkpoint equals the ledger summed up to its moment
+(:func:`service.domain.checkpoints.verify`). It prints a summary and exits 0 when the levels,
+the checkpoints and the ledger agree, 1 when they do not, 2 when the database cannot be
+checked at all (unreachable, not migrated).
+
+``storekeeper stock checkpoint [--at MOMENT]`` closes the checkpoint at a past moment
+(default: the start of the current UTC day) through :func:`service.domain.checkpoints.close`.
 
 It reads in one snapshot (REPEATABLE READ, read-only on PostgreSQL; one read transaction on
 SQLite, which WAL keeps consistent), so it can run against a live database without seeing a
@@ -20,6 +25,8 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
+from service.formats import InvalidTimestamp, format_timestamp, parse_timestamp
+
 from service.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
@@ -30,7 +37,15 @@ from service.cli.common import (
 )
 from service.db import snapshot_engine
 
-REQUIRED_TABLES = ("stock_levels", "stock_movements", "stock_documents", "products", "locations")
+REQUIRED_TABLES = (
+    "stock_levels",
+    "stock_movements",
+    "stock_documents",
+    "products",
+    "locations",
+    "stock_checkpoints",
+    "stock_checkpoint_balances",
+)
 NUMERIC_COLUMNS = {"product_id", "location_id", "level", "ledger", "diff"}
 
 
@@ -43,14 +58,20 @@ class VerifyReport:
     negative: list[dict[str, Any]] = field(default_factory=list)
     skus: dict[int, str] = field(default_factory=dict)
     codes: dict[int, str] = field(default_factory=dict)
+    checkpoints: list[Any] = field(default_factory=list)
+
+    @property
+    def bad_checkpoints(self) -> list[Any]:
+        return [check for check in self.checkpoints if not check.ok]
 
     @property
     def ok(self) -> bool:
-        return not self.drift and not self.negative
+        return not self.drift and not self.negative and not self.bad_checkpoints
 
 
 def verify_database(engine: Engine) -> VerifyReport:
     """Recompute every level from the ledger, in one read-only snapshot."""
+    from service.domain import checkpoints
     from service.domain.ledger import recompute_levels
     from service.models import Location, Product, StockDocument, StockLevel, StockMovement
 
@@ -60,6 +81,7 @@ def verify_database(engine: Engine) -> VerifyReport:
         report.movements = session.scalar(select(func.count()).select_from(StockMovement)) or 0
         report.documents = session.scalar(select(func.count()).select_from(StockDocument)) or 0
         report.drift = recompute_levels(session)
+        report.checkpoints = checkpoints.verify(session)
         report.negative = [
             {
                 "product_id": level.product_id,
@@ -98,6 +120,8 @@ def render(report: VerifyReport) -> str:
         ("documents", report.documents),
         ("drift rows", len(report.drift)),
         ("negative levels", len(report.negative)),
+        ("checkpoints", len(report.checkpoints)),
+        ("bad checkpoints", len(report.bad_checkpoints)),
     ]
     out = [f"{label + ':':<17}{value}" for label, value in summary]
     if report.drift:
@@ -145,7 +169,29 @@ def render(report: VerifyReport) -> str:
                 right_aligned=NUMERIC_COLUMNS,
             ),
         ]
-    out += ["", "OK: every level equals its ledger sum" if report.ok else "FAILED: see above"]
+    if report.bad_checkpoints:
+        rows = [
+            [
+                str(check.id),
+                format_timestamp(check.at),
+                "ok" if check.header_ok else "wrong",
+                " ".join(map(str, check.only_in_checkpoint[:1])) or "-",
+                " ".join(map(str, check.only_in_ledger[:1])) or "-",
+            ]
+            for check in report.bad_checkpoints
+        ]
+        out += [
+            "",
+            "checkpoints that differ from the ledger summed to their moment "
+            "(rows: product_id location_id on_hand average_cost in millionths):",
+            render_table(
+                ["id", "at", "header", "only in checkpoint", "only in ledger"],
+                rows,
+                right_aligned={"id"},
+            ),
+        ]
+    ok_line = "OK: every level and checkpoint equals its ledger sum"
+    out += ["", ok_line if report.ok else "FAILED: see above"]
     return "\n".join(out)
 
 
@@ -157,13 +203,61 @@ def stock() -> None:
 @stock.command()
 @database_url_option("Database to check.")
 def verify(database_url: str) -> None:
-    """Recompute every stock level from the ledger; exit 1 on drift or a negative level.
+    """Recompute every stock level and checkpoint from the ledger; exit 1 on any difference.
 
-    Exit codes: 0 levels and ledger agree, 1 drift or a negative level, 2 the database
-    could not be checked (unreachable or not migrated).
+    Exit codes: 0 levels, checkpoints and ledger agree, 1 drift, a negative level or a
+    checkpoint that differs, 2 the database could not be checked (unreachable or not
+    migrated).
     """
     click.echo(f"{'database:':<17}{redacted(database_url)}")
     with open_database(database_url, required_tables=REQUIRED_TABLES) as database:
         report = verify_database(database.engine)
     click.echo(render(report))
     raise SystemExit(EXIT_OK if report.ok else EXIT_FAILED)
+
+
+@stock.command()
+@database_url_option("Database to close the checkpoint in.")
+@click.option(
+    "--at",
+    "at_text",
+    help=(
+        "The moment to close (RFC 3339; no offset means UTC): every movement at or before it "
+        "is in the checkpoint. Default: the start of the current UTC day. Must be at least "
+        "10 minutes in the past."
+    ),
+)
+def checkpoint(database_url: str, at_text: str | None) -> None:
+    """Close a stock checkpoint: the ledger summed at a past moment, for past valuations.
+
+    Idempotent: closing a moment again reports the existing checkpoint. Run it daily, e.g.
+    from cron a few minutes after midnight UTC (``storekeeper stock checkpoint``).
+
+    Exit codes: 0 closed (or closed already), 1 refused (the moment is too recent, or a
+    transaction that began before it is still open), 2 bad arguments or the database could
+    not be used.
+    """
+    from service.domain import checkpoints
+
+    if at_text is None:
+        at = checkpoints.start_of_day()
+    else:
+        try:
+            at = parse_timestamp(at_text)
+        except InvalidTimestamp as exc:
+            raise click.BadParameter(str(exc), param_hint="--at") from exc
+    click.echo(f"{'database:':<17}{redacted(database_url)}")
+    with (
+        open_database(database_url, required_tables=REQUIRED_TABLES) as database,
+        database.transaction(write=True) as session,
+    ):
+        try:
+            closed = checkpoints.close(session, at)
+        except checkpoints.CheckpointRefused as exc:
+            click.echo(f"refused: {exc}", err=True)
+            raise SystemExit(EXIT_FAILED) from None
+    state = "closed" if closed.created else "closed already"
+    click.echo(f"{'checkpoint:':<17}{closed.id} at {format_timestamp(closed.at)} ({state})")
+    click.echo(f"{'pairs held:':<17}{closed.pairs}")
+    click.echo(f"{'units:':<17}{closed.quantity}")
+    raise SystemExit(EXIT_OK)

@@ -4,7 +4,11 @@ Each report is one aggregate SQL statement (GROUP BY over CTEs, correlated index
 probes for past costs, a recursive CTE for category paths), plus on PostgreSQL one
 statement making the report's settings and, for a valuation in the past, a probe of the
 ledger's time span: a constant number of statements whatever the size of the ledger.
-Python only formats the group rows that come back. The API (service/api/handlers/reports.py)
+Python only formats the group rows that come back. A valuation in the past starts from the
+nearest anchor: the latest checkpoint at or before its moment (the ledger summed at a
+closed period boundary, service/domain/checkpoints.py) plus the ledger tail up to the
+moment, or the current levels minus what moved since, whichever spans less time; without
+checkpoints it sums from the nearer end of the ledger. Every way gives the same rows. The API (service/api/handlers/reports.py)
 and the CLI (service/cli/reports.py) call the same functions here and render the same rows as
 JSON, CSV or a table.
 
@@ -37,13 +41,22 @@ from sqlalchemy import (
     null,
     select,
     type_coerce,
+    union_all,
 )
 from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql import ColumnElement
 
 from service.db import where_equal
 from service.formats import EARLIEST, escape_formula, format_timestamp, utcnow
-from service.models import Category, Location, Product, StockLevel, StockMovement
+from service.models import (
+    Category,
+    Location,
+    Product,
+    StockCheckpoint,
+    StockCheckpointBalance,
+    StockLevel,
+    StockMovement,
+)
 
 VALUATION_GROUPS = ("category", "location")
 MOVEMENT_GROUPS = ("day", "product", "location", "kind")
@@ -99,7 +112,7 @@ def _compact(timestamp: str) -> str:
 # --- exact money -----------------------------------------------------------------------------
 
 
-def _prepare(session: Session) -> str:
+def prepare(session: Session) -> str:
     """The session's dialect name, with the report's settings made on PostgreSQL."""
     dialect = session.get_bind().dialect.name
     if dialect == "postgresql":
@@ -178,6 +191,44 @@ def _cost_at(product_id: ColumnElement, as_of: datetime) -> ColumnElement:
     return func.coalesce(latest, 0)
 
 
+@dataclass(frozen=True)
+class Replay:
+    """How a past moment is reached: ``now`` (the levels), ``forward`` (the ledger summed up
+    to it), ``backward`` (the levels minus what moved after it) or ``checkpoint`` (a
+    checkpoint's balances plus what moved after its moment, up to it)."""
+
+    direction: str
+    checkpoint_id: int | None = None
+    checkpoint_at: datetime | None = None
+
+
+def _moved_since(replay: Replay, as_of: datetime):
+    """The product ids of movements the replay adds (checkpoint) or subtracts (backward)."""
+    movement = StockMovement
+    if replay.direction == "checkpoint":
+        window = (movement.created_at > replay.checkpoint_at, movement.created_at <= as_of)
+    else:
+        window = (movement.created_at > as_of,)
+    return select(movement.product_id).where(*window)
+
+
+def _from_checkpoint(replay: Replay, as_of: datetime, *by: str):
+    """The checkpoint's balances and the tail's movements, one row each, as a union:
+    ``by`` columns, ``quantity``, ``cost`` (the checkpoint's, NULL for a tail movement)."""
+    balance, movement = StockCheckpointBalance, StockMovement
+    held = select(
+        *(getattr(balance, name) for name in by),
+        balance.on_hand.label("quantity"),
+        _raw(balance.average_cost).label("cost"),
+    ).where(balance.checkpoint_id == replay.checkpoint_id)
+    tail = select(
+        *(getattr(movement, name) for name in by),
+        movement.quantity.label("quantity"),
+        cast(null(), BigInteger).label("cost"),
+    ).where(movement.created_at > replay.checkpoint_at, movement.created_at <= as_of)
+    return union_all(held, tail).subquery("replayed")
+
+
 def _later(as_of: datetime, *by: ColumnElement):
     """What moved after ``as_of``, summed per ``by`` (the backward replay subtracts it)."""
     movement = StockMovement
@@ -189,7 +240,7 @@ def _later(as_of: datetime, *by: ColumnElement):
     )
 
 
-def _per_product(as_of: datetime | None, direction: str):
+def _per_product(as_of: datetime | None, replay: Replay):
     """(product_id, on_hand > 0, cost) per product held at ``as_of`` (None: now).
 
     ``cost`` is the scaled average cost at ``as_of``, or NULL for "the product's current
@@ -199,9 +250,30 @@ def _per_product(as_of: datetime | None, direction: str):
     * now: the stock levels;
     * forward: the ledger summed up to ``as_of``, each product's cost probed;
     * backward: the levels minus what moved after ``as_of``; only products that moved
-      since have their cost probed, the others' is still their current average cost.
+      since have their cost probed, the others' is still their current average cost;
+    * checkpoint: its balances plus what moved after it up to ``as_of``; products that
+      moved in between have their cost probed, the others keep the checkpoint's cost.
     """
     movement, level = StockMovement, StockLevel
+    direction = replay.direction
+    if direction == "checkpoint":
+        replayed = _from_checkpoint(replay, as_of, "product_id")
+        on_hand = func.sum(replayed.c.quantity)
+        # A tail row (cost NULL) means the product moved since the checkpoint.
+        moved = func.count() > func.count(replayed.c.cost)
+        return (
+            select(
+                replayed.c.product_id,
+                on_hand.label("on_hand"),
+                case(
+                    (moved, _cost_at(replayed.c.product_id, as_of)),
+                    else_=func.max(replayed.c.cost),
+                ).label("cost"),
+            )
+            .group_by(replayed.c.product_id)
+            .having(on_hand > 0)
+            .subquery("per_product")
+        )
     if as_of is None:
         on_hand = func.sum(level.on_hand)
         return (
@@ -246,19 +318,36 @@ def _per_product(as_of: datetime | None, direction: str):
     )
 
 
-def _per_pair(as_of: datetime | None, direction: str):
-    """(product_id, location_id, on_hand > 0) held at ``as_of`` (None: now), as a CTE."""
+def _per_pair(as_of: datetime | None, replay: Replay):
+    """(product_id, location_id, on_hand > 0, checkpoint cost) held at ``as_of`` (None: now),
+    as a CTE; the cost column is the checkpoint's cost (NULL unless replayed from one)."""
     movement, level = StockMovement, StockLevel
+    direction = replay.direction
+    if direction == "checkpoint":
+        replayed = _from_checkpoint(replay, as_of, "product_id", "location_id")
+        on_hand = func.sum(replayed.c.quantity)
+        return (
+            select(
+                replayed.c.product_id,
+                replayed.c.location_id,
+                on_hand.label("on_hand"),
+                func.max(replayed.c.cost).label("checkpoint_cost"),
+            )
+            .group_by(replayed.c.product_id, replayed.c.location_id)
+            .having(on_hand > 0)
+            .cte("pairs")
+        )
+    no_cost = cast(null(), BigInteger).label("checkpoint_cost")
     if as_of is None:
         return (
-            select(level.product_id, level.location_id, level.on_hand)
+            select(level.product_id, level.location_id, level.on_hand, no_cost)
             .where(level.on_hand > 0)
             .cte("pairs")
         )
     if direction == "forward":
         on_hand = func.sum(movement.quantity)
         return (
-            select(movement.product_id, movement.location_id, on_hand.label("on_hand"))
+            select(movement.product_id, movement.location_id, on_hand.label("on_hand"), no_cost)
             .where(movement.created_at <= as_of)
             .group_by(movement.product_id, movement.location_id)
             .having(on_hand > 0)
@@ -267,7 +356,7 @@ def _per_pair(as_of: datetime | None, direction: str):
     later = _later(as_of, movement.product_id, movement.location_id)
     on_hand = level.on_hand - func.coalesce(later.c.quantity, 0)
     return (
-        select(level.product_id, level.location_id, on_hand.label("on_hand"))
+        select(level.product_id, level.location_id, on_hand.label("on_hand"), no_cost)
         .outerjoin(
             later,
             (later.c.product_id == level.product_id) & (later.c.location_id == level.location_id),
@@ -277,23 +366,25 @@ def _per_pair(as_of: datetime | None, direction: str):
     )
 
 
-def _pair_costs(pairs, as_of: datetime | None, direction: str):
+def _pair_costs(pairs, as_of: datetime | None, replay: Replay):
     """(product_id, cost) for every product in ``pairs``, its scaled cost at ``as_of``."""
+    direction = replay.direction
     current = func.max(_raw(Product.average_cost))
     if as_of is None:
         cost = current
     elif direction == "forward":
         cost = _cost_at(pairs.c.product_id, as_of)
     else:
-        # Only products that moved after as_of can have had another cost then.
-        movement = StockMovement
-        moved_since = select(movement.product_id).where(movement.created_at > as_of)
+        # Only products that moved between as_of and the anchor can have had another cost.
         cost = case(
-            (pairs.c.product_id.in_(moved_since), _cost_at(pairs.c.product_id, as_of)),
-            else_=current,
+            (
+                pairs.c.product_id.in_(_moved_since(replay, as_of)),
+                _cost_at(pairs.c.product_id, as_of),
+            ),
+            else_=func.max(pairs.c.checkpoint_cost) if direction == "checkpoint" else current,
         )
     stmt = select(pairs.c.product_id, cost.label("cost"))
-    if as_of is None or direction != "forward":
+    if as_of is None or direction == "backward":
         stmt = stmt.join(Product, Product.id == pairs.c.product_id)
     return stmt.group_by(pairs.c.product_id).cte("costs")
 
@@ -321,26 +412,44 @@ def _category_paths():
     )
 
 
-def _direction(session: Session, as_of: datetime) -> str:
-    """now, forward or backward: whichever reads the fewest movements for ``as_of``.
+def latest_checkpoint(session: Session, at: datetime) -> tuple[int, datetime] | None:
+    """(id, moment) of the latest checkpoint at or before ``at``, if any (one index probe)."""
+    row = session.execute(
+        select(StockCheckpoint.id, StockCheckpoint.at)
+        .where(StockCheckpoint.at <= at)
+        .order_by(StockCheckpoint.at.desc())
+        .limit(1)
+    ).first()
+    return (row.id, row.at) if row is not None else None
 
-    The ledger's first and last timestamps (two index probes) tell: nothing after
-    ``as_of`` means the current levels are the answer; otherwise sum from the nearer end,
-    assuming movements spread evenly over time.
+
+def plan_replay(session: Session, as_of: datetime) -> Replay:
+    """now, forward, backward or checkpoint: whichever reads the fewest movements.
+
+    The ledger's first and last timestamps (two index probes) and the latest checkpoint at
+    or before ``as_of`` (one) tell: nothing after ``as_of`` means the current levels are
+    the answer; otherwise replay from the nearest anchor, assuming movements spread evenly
+    over time.
     """
     first, last = session.execute(
         select(func.min(StockMovement.created_at), func.max(StockMovement.created_at))
     ).one()
     if last is None or as_of >= last:
-        return "now"
+        return Replay("now")
     if as_of < first:
-        return "forward"
-    return "backward" if last - as_of <= as_of - first else "forward"
+        return Replay("forward")
+    candidates = [(last - as_of, 1, Replay("backward")), (as_of - first, 2, Replay("forward"))]
+    checkpoint = latest_checkpoint(session, as_of)
+    if checkpoint is not None:
+        checkpoint_id, checkpoint_at = checkpoint
+        span = as_of - max(checkpoint_at, first)
+        candidates.append((span, 0, Replay("checkpoint", checkpoint_id, checkpoint_at)))
+    return min(candidates, key=lambda candidate: candidate[:2])[2]
 
 
-def _grouped_by_category(dialect: str, as_of: datetime | None, direction: str):
+def _grouped_by_category(dialect: str, as_of: datetime | None, replay: Replay):
     """Per category: products held, units, value (each product in its own category)."""
-    held = _per_product(as_of, direction)
+    held = _per_product(as_of, replay)
     cost = func.coalesce(held.c.cost, _raw(Product.average_cost))
     return (
         select(
@@ -355,10 +464,16 @@ def _grouped_by_category(dialect: str, as_of: datetime | None, direction: str):
     )
 
 
-def _grouped_by_location(dialect: str, as_of: datetime | None, direction: str):
+def holdings(as_of: datetime | None, replay: Replay):
+    """(pairs, costs) CTEs: what was held per (product, location) at ``as_of`` (None: now),
+    and each held product's scaled average cost then."""
+    pairs = _per_pair(as_of, replay)
+    return pairs, _pair_costs(pairs, as_of, replay)
+
+
+def _grouped_by_location(dialect: str, as_of: datetime | None, replay: Replay):
     """Per location: products held, units, value; and the number of distinct products."""
-    pairs = _per_pair(as_of, direction)
-    costs = _pair_costs(pairs, as_of, direction)
+    pairs, costs = holdings(as_of, replay)
     distinct_products = select(func.count()).select_from(costs).scalar_subquery()
     return (
         select(
@@ -383,14 +498,14 @@ def valuation(
     """
     if group_by not in VALUATION_GROUPS:
         raise ValueError(f"group_by must be one of {VALUATION_GROUPS}")
-    dialect = _prepare(session)
+    dialect = prepare(session)
     now = utcnow()
     effective = now if as_of is None or as_of >= now else as_of
-    direction = "now" if effective is now else _direction(session, effective)
-    replay_as_of = None if direction == "now" else effective
+    replay = Replay("now") if effective is now else plan_replay(session, effective)
+    replay_as_of = None if replay.direction == "now" else effective
 
     if group_by == "category":
-        grouped = _grouped_by_category(dialect, replay_as_of, direction)
+        grouped = _grouped_by_category(dialect, replay_as_of, replay)
         paths = _category_paths()
         stmt = (
             select(
@@ -402,7 +517,7 @@ def valuation(
             .outerjoin(paths, paths.c.id == grouped.c.group_id)
         )
     else:
-        grouped = _grouped_by_location(dialect, replay_as_of, direction)
+        grouped = _grouped_by_location(dialect, replay_as_of, replay)
         stmt = select(grouped, Location.code.label("label"), Location.name.label("name")).outerjoin(
             Location, Location.id == grouped.c.group_id
         )
@@ -486,7 +601,7 @@ def movement_summary(
     """
     if group_by not in MOVEMENT_GROUPS:
         raise ValueError(f"group_by must be one of {MOVEMENT_GROUPS}")
-    dialect = _prepare(session)
+    dialect = prepare(session)
     start, end = movement_period(start, end)
     movement = StockMovement
     key = {

@@ -6,7 +6,13 @@ from service.models.category import Category
 from service.models.idempotency import IdempotencyRecord
 from service.models.location import Location
 from service.models.product import Product
-from service.models.stock import StockDocument, StockLevel, StockMovement
+from service.models.stock import (
+    StockCheckpoint,
+    StockCheckpointBalance,
+    StockDocument,
+    StockLevel,
+    StockMovement,
+)
 
 __all__ = [
     "AccessToken",
@@ -18,6 +24,8 @@ __all__ = [
     "OutboxMessage",
     "PasswordResetToken",
     "Product",
+    "StockCheckpoint",
+    "StockCheckpointBalance",
     "StockDocument",
     "StockLevel",
     "StockMovement",

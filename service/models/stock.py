@@ -6,6 +6,7 @@ from datetime import datetime
 from decimal import Decimal
 
 from sqlalchemy import (
+    BigInteger,
     CheckConstraint,
     ForeignKey,
     Index,
@@ -158,3 +159,45 @@ class StockLevel(Base):
         Index("ix_stock_levels_location_id_product_id", "location_id", "product_id"),
         {"sqlite_autoincrement": True},
     )
+
+
+class StockCheckpoint(Base):
+    """A closed period boundary: the ledger summed up to ``at`` (inclusive), kept for reports.
+
+    Derived data, never a source of truth: its balances equal the ledger's sums up to ``at``
+    (``storekeeper stock verify`` checks it), and the valuation report starts from the latest
+    checkpoint at or before its moment instead of summing the whole ledger
+    (service/domain/checkpoints.py).
+    """
+
+    __tablename__ = "stock_checkpoints"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # Every movement with created_at <= at is in it, none after.
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, unique=True)
+    closed_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, nullable=False)
+    # What it holds: (product, location) pairs with stock, and their units.
+    pairs: Mapped[int] = mapped_column(Integer, nullable=False)
+    quantity: Mapped[int] = mapped_column(BigInteger, nullable=False)
+
+    __table_args__ = ({"sqlite_autoincrement": True},)
+
+
+class StockCheckpointBalance(Base):
+    """One (product, location) held at a checkpoint: its on-hand and its product's cost then."""
+
+    __tablename__ = "stock_checkpoint_balances"
+
+    checkpoint_id: Mapped[int] = mapped_column(
+        ForeignKey("stock_checkpoints.id", ondelete="CASCADE"), primary_key=True
+    )
+    # No foreign keys to products and locations: only pairs with movements appear, and the
+    # ledger's own keys already keep those rows from being deleted (a key here would make
+    # every product delete scan this table).
+    product_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    location_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    on_hand: Mapped[int] = mapped_column(Integer, nullable=False)
+    # The product's moving-average cost at the checkpoint (the same on each of its rows).
+    average_cost: Mapped[Decimal] = mapped_column(AverageCost, nullable=False)
+
+    __table_args__ = (CheckConstraint("on_hand > 0", name="on_hand_positive"),)

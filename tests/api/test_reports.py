@@ -13,7 +13,7 @@ from decimal import Decimal
 
 import pytest
 
-from service.domain import ledger, reports
+from service.domain import checkpoints, ledger, reports
 from tests.helpers import assert_problem, create_category, create_location, create_product
 
 STOCK = "/api/v1/stock"
@@ -262,7 +262,8 @@ def test_forward_and_backward_replays_agree_at_every_moment(
     for moment in moments:
         answers = {}
         for direction in ("forward", "backward"):
-            monkeypatch.setattr(reports, "_direction", lambda _s, _a, d=direction: d)
+            replay = reports.Replay(direction)
+            monkeypatch.setattr(reports, "plan_replay", lambda _s, _a, r=replay: r)
             with database.transaction(write=False) as session:
                 report = reports.valuation(session, group_by, moment)
             answers[direction] = (report.rows, report.totals)
@@ -270,6 +271,102 @@ def test_forward_and_backward_replays_agree_at_every_moment(
     monkeypatch.undo()
     now = get_json(client, VALUATION, group_by=group_by)  # the last answers are T_REVERSE's
     assert answers["forward"] == (now["rows"], now["totals"])
+
+
+ALL_MOMENTS = sorted(
+    {
+        moment + delta
+        for moment in (
+            T_RECEIVE_HAM,
+            T_RECEIVE_HAM_AGAIN,
+            T_TRANSFER,
+            T_SHIP,
+            T_RECEIVE_SAW,
+            T_RECEIVE_MISC,
+            T_RECEIVE_DRILL,
+            T_SHIP_DRILL,
+            T_REVERSE,
+        )
+        for delta in (timedelta(microseconds=-1), timedelta(0), timedelta(microseconds=1))
+    }
+    | {T_RECEIVE_HAM - timedelta(days=1), T_REVERSE + timedelta(days=1)}
+)
+
+
+def _valuations(client) -> dict:
+    """Every valuation report (JSON and CSV) at every moment of the store's history."""
+    answers = {}
+    for moment in ALL_MOMENTS:
+        for group_by in ("category", "location"):
+            params = {"group_by": group_by, "as_of": iso(moment)}
+            answers[(moment, group_by, "json")] = get_json(client, VALUATION, **params)
+            csv_response = client.get(VALUATION, params=params, headers={"Accept": "text/csv"})
+            assert csv_response.status_code == 200, csv_response.text
+            answers[(moment, group_by, "csv")] = csv_response.text
+    return answers
+
+
+def close_checkpoint(database, moment: datetime) -> checkpoints.Closed:
+    with database.transaction() as session:
+        return checkpoints.close(session, moment)
+
+
+def test_checkpoints_change_no_valuation(client, store, database):
+    """The same report, JSON and CSV, with and without checkpoints: at a checkpoint's moment
+    exactly, a microsecond either side, between two checkpoints, before the first and after
+    the last; the moments hit movements stamped exactly on a checkpoint."""
+    without = _valuations(client)
+    for moment in (T_RECEIVE_HAM_AGAIN, T_SHIP, T_RECEIVE_DRILL - timedelta(minutes=30)):
+        closed = close_checkpoint(database, moment)
+        assert closed.created
+    with database.transaction(write=False) as session:
+        assert reports.plan_replay(session, T_SHIP + timedelta(minutes=1)).direction == (
+            "checkpoint"
+        )
+    assert _valuations(client) == without
+    report = checkpoints_verified(database)
+    assert [check.ok for check in report] == [True, True, True]
+
+
+def test_every_replay_agrees_with_a_checkpoint_at_every_moment(
+    client, store, database, monkeypatch
+):
+    """Forced to replay from each checkpoint, every moment after it gives the forward answer."""
+    moments = [T_RECEIVE_HAM, T_TRANSFER, T_SHIP, T_RECEIVE_MISC, T_REVERSE]
+    closed = [close_checkpoint(database, moment) for moment in moments]
+    for checkpoint in closed:
+        for moment in (m for m in ALL_MOMENTS if m >= checkpoint.at):
+            for group_by in ("category", "location"):
+                answers = []
+                for replay in (
+                    reports.Replay("forward"),
+                    reports.Replay("checkpoint", checkpoint.id, checkpoint.at),
+                ):
+                    monkeypatch.setattr(reports, "plan_replay", lambda _s, _a, r=replay: r)
+                    with database.transaction(write=False) as session:
+                        report = reports.valuation(session, group_by, moment)
+                    answers.append((report.rows, report.totals))
+                assert answers[0] == answers[1], (checkpoint.at, moment, group_by)
+
+
+def checkpoints_verified(database) -> list:
+    with database.transaction(write=False) as session:
+        return checkpoints.verify(session)
+
+
+def test_a_checkpoint_holds_what_the_ledger_held_then(client, store, database):
+    closed = close_checkpoint(database, T_SHIP)
+    # HAM: WH1 16 @ 6.5, SHOP 4 - 3 shipped at T_SHIP (inclusive) = 1.
+    assert (closed.pairs, closed.quantity) == (2, 17)
+    again = close_checkpoint(database, T_SHIP)
+    assert (again.id, again.created) == (closed.id, False)
+    assert [check.ok for check in checkpoints_verified(database)] == [True]
+
+
+@pytest.mark.parametrize("ago", [timedelta(0), timedelta(minutes=5), -timedelta(days=1)])
+def test_a_checkpoint_is_refused_for_a_recent_or_future_moment(database, ago):
+    with database.transaction() as session, pytest.raises(checkpoints.CheckpointRefused):
+        checkpoints.close(session, datetime.now(UTC) - ago)
 
 
 def test_valuation_as_of_uses_the_products_last_cost_even_from_an_emptied_location(client, clock):

@@ -25,17 +25,11 @@ PostgreSQL binaries are missing; with CI=true they fail instead.
 from __future__ import annotations
 
 import contextlib
-import glob
 import json
 import os
-import pwd
 import random
-import re
-import shutil
-import signal
 import statistics
 import subprocess
-import tempfile
 import threading
 import time
 import uuid
@@ -57,7 +51,8 @@ from service.app import create_app
 from service.config import Settings
 from service.db_faults import DatabaseTimeouts, libpq_params
 from tests.helpers import assert_problem
-from tests.live_server import LiveServer, free_port, live_server, venv_bin
+from tests.live_server import LiveServer, live_server, venv_bin
+from tests.pg_cluster import PgCluster, postgres_bin_or_skip
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACT = ROOT / "artifacts" / "database-outage.json"
@@ -282,124 +277,9 @@ def test_settings_read_the_time_bounds_from_the_environment(monkeypatch):
 # --- live: a PostgreSQL cluster of our own ---------------------------------------------------
 
 
-def _skip_or_fail(reason: str):
-    if os.environ.get("CI"):
-        pytest.fail(f"{reason}: the database outage tests may not be skipped in CI")
-    pytest.skip(reason)
-
-
-def _postgres_bin() -> Path | None:
-    def version(path: str) -> tuple[int, ...]:
-        return tuple(int(part) for part in re.findall(r"\d+", path)) or (0,)
-
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"), key=version)
-    if found:
-        return Path(found[-1]).parent
-    on_path = shutil.which("pg_ctl")
-    return Path(on_path).parent if on_path else None
-
-
-def _parent_pid(pid: str) -> int | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return int(stat.rsplit(")", 1)[1].split()[1])
-
-
-class PgCluster:
-    """A throwaway PostgreSQL cluster in a temporary directory, on a free port."""
-
-    def __init__(self, bin_dir: Path) -> None:
-        self.bin_dir = bin_dir
-        self.root = Path(tempfile.mkdtemp(prefix="storekeeper-pg-"))
-        self.data = self.root / "data"
-        self.log = self.root / "server.log"
-        self.port = free_port()
-        self.frozen: list[int] = []
-        self.as_postgres = os.geteuid() == 0  # initdb refuses to run as root
-        if self.as_postgres:
-            account = pwd.getpwnam("postgres")
-            os.chown(self.root, account.pw_uid, account.pw_gid)
-
-    def url(self, database: str = "postgres") -> str:
-        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{database}"
-
-    def _run(self, tool: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        command = [str(self.bin_dir / tool), *args]
-        if self.as_postgres:
-            command = ["runuser", "-u", "postgres", "--", *command]
-        result = subprocess.run(command, capture_output=True, text=True, timeout=120)
-        if check and result.returncode != 0:
-            raise RuntimeError(
-                f"{tool} failed ({result.returncode}): {result.stdout}{result.stderr}\n"
-                f"{self.log_tail()}"
-            )
-        return result
-
-    def log_tail(self) -> str:
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-30:])
-        except OSError:
-            return ""
-
-    def init(self) -> None:
-        self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "-E", "UTF8")
-
-    def start(self) -> None:
-        options = (
-            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
-            "-c max_connections=200"
-        )
-        self._run(
-            "pg_ctl", "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60",
-            "-o", options, "start",
-        )  # fmt: skip
-
-    def stop(self) -> None:
-        """The harshest stop: every process of the cluster quits at once, no checkpoint."""
-        self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop", check=False)
-
-    def postmaster(self) -> int:
-        return int((self.data / "postmaster.pid").read_text().splitlines()[0])
-
-    def freeze(self) -> None:
-        """SIGSTOP the postmaster (it forks no more), then every process it started."""
-        postmaster = self.postmaster()
-        os.kill(postmaster, signal.SIGSTOP)
-        self.frozen = [postmaster]
-        for pid in os.listdir("/proc"):
-            if pid.isdigit() and _parent_pid(pid) == postmaster:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(int(pid), signal.SIGSTOP)
-                    self.frozen.append(int(pid))
-
-    def thaw(self) -> None:
-        for pid in reversed(self.frozen):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGCONT)
-        self.frozen = []
-
-    def destroy(self) -> None:
-        self.thaw()
-        if (self.data / "postmaster.pid").exists():
-            self.stop()
-        shutil.rmtree(self.root, ignore_errors=True)
-
-
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[PgCluster]:
-    bin_dir = _postgres_bin()
-    if bin_dir is None:
-        _skip_or_fail("no PostgreSQL server binaries (initdb, pg_ctl) found")
-    if os.geteuid() == 0:
-        try:
-            pwd.getpwnam("postgres")
-        except KeyError:
-            _skip_or_fail("running as root without a 'postgres' OS user to run PostgreSQL as")
-        if shutil.which("runuser") is None:
-            _skip_or_fail("running as root without runuser")
-    pg = PgCluster(bin_dir)
+    pg = PgCluster(postgres_bin_or_skip())
     try:
         pg.init()
         pg.start()

@@ -144,18 +144,17 @@ def export_products(
     is_active: bool | None = None,
 ):
     """Streams the export from its own snapshot connection (not the request's session,
-    which is closed before the body is sent)."""
+    which is closed before the body is sent), on the read replica when it is current."""
     media_type = negotiate(request.headers.get("Accept"))
     gone = disconnected_event(request.environ.get("asgi.scope"))
-    chunks = product_io.export_stream(
-        transaction.get_database().engine,
-        media_type,
-        ProductFilter(category_id, include_descendants, is_active),
-        stop=gone.is_set if gone is not None else None,
-    )
+    filters = ProductFilter(category_id, include_descendants, is_active)
     # The first chunk opens the snapshot now: a database error is still a problem answer,
     # not a download cut short.
-    first = next(chunks)
+    first, chunks, source = transaction.get_database().stream_on_replica(
+        lambda engine: product_io.export_stream(
+            engine, media_type, filters, stop=gone.is_set if gone is not None else None
+        )
+    )
     return Response(
         _prepend(first, chunks),
         status=200,
@@ -165,6 +164,7 @@ def export_products(
                 f'attachment; filename="{product_io.export_filename(media_type)}"'
             ),
             "Vary": "Accept",
+            transaction.DATA_SOURCE_HEADER: source,
         },
     )
 

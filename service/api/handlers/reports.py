@@ -1,4 +1,7 @@
-"""/api/v1/reports: stock valuation and movement summary, as JSON or CSV (managers only)."""
+"""/api/v1/reports: stock valuation and movement summary, as JSON or CSV (managers only).
+
+Both read from the read replica when one is configured and current (``X-Data-Source``).
+"""
 
 from __future__ import annotations
 
@@ -29,7 +32,7 @@ def _respond(report: reports.Report, media_type: str):
     return json_response(report.as_json(), 200, {"Vary": "Accept"})
 
 
-@transaction.unit_of_work
+@transaction.replica_read
 def get_valuation_report(group_by: str = "category", as_of: str | None = None):
     media_type = negotiate(request.headers.get("Accept"))
     report = reports.valuation(db.session(), group_by, timestamp_parameter(as_of, "as_of"))
@@ -38,7 +41,7 @@ def get_valuation_report(group_by: str = "category", as_of: str | None = None):
 
 # `from` is a Python keyword: connexion passes it in **params. (Its pythonic_params option
 # would rename it `from_`, but API-wide, renaming every builtin-named parameter as well.)
-@transaction.unit_of_work
+@transaction.replica_read
 def get_movement_summary(
     group_by: str = "day",
     to: str | None = None,
