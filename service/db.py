@@ -172,6 +172,7 @@ class Replica:
             # reset a connection's read-only characteristic to False (after a snapshot).
             if getattr(dbapi_connection, "read_only", None) is not True:
                 dbapi_connection.read_only = True
+
         self.sessionmaker = sessionmaker(
             self.engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False
         )

@@ -25,8 +25,6 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from service.formats import InvalidTimestamp, format_timestamp, parse_timestamp
-
 from service.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
@@ -36,6 +34,7 @@ from service.cli.common import (
     render_table,
 )
 from service.db import snapshot_engine
+from service.formats import InvalidTimestamp, format_timestamp, parse_timestamp
 
 REQUIRED_TABLES = (
     "stock_levels",

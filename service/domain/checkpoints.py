@@ -26,7 +26,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import BigInteger, Integer, except_, func, insert, literal, select, text, type_coerce
+from sqlalchemy import (
+    BigInteger,
+    Integer,
+    except_,
+    func,
+    insert,
+    literal,
+    select,
+    text,
+    type_coerce,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 

@@ -8,9 +8,10 @@ Python only formats the group rows that come back. A valuation in the past start
 nearest anchor: the latest checkpoint at or before its moment (the ledger summed at a
 closed period boundary, service/domain/checkpoints.py) plus the ledger tail up to the
 moment, or the current levels minus what moved since, whichever spans less time; without
-checkpoints it sums from the nearer end of the ledger. Every way gives the same rows. The API (service/api/handlers/reports.py)
-and the CLI (service/cli/reports.py) call the same functions here and render the same rows as
-JSON, CSV or a table.
+checkpoints it sums from the nearer end of the ledger. Every way gives the same rows.
+
+The API (service/api/handlers/reports.py) and the CLI (service/cli/reports.py) call the same
+functions here and render the same rows as JSON, CSV or a table.
 
 Money is exact. Costs are scaled 64-bit integers (``ScaledDecimal``), so a value is an
 integer count of millionths: on PostgreSQL the products are summed as NUMERIC; SQLite has
@@ -585,6 +586,27 @@ def _utc_day(dialect: str, created_at: ColumnElement) -> ColumnElement:
     return func.substr(type_coerce(created_at, String), 1, 10)
 
 
+def _movement_sums(quantity: ColumnElement) -> tuple[ColumnElement, ...]:
+    """quantity_in, quantity_out, net and movements over the grouped ``quantity`` rows."""
+    return (
+        func.sum(case((quantity > 0, quantity), else_=0)).label("quantity_in"),
+        func.sum(case((quantity < 0, -quantity), else_=0)).label("quantity_out"),
+        func.sum(quantity).label("net"),
+        func.count().label("movements"),
+    )
+
+
+def _in_period(stmt, start: datetime, end: datetime, product_id, location_id, kind):
+    movement = StockMovement
+    stmt = stmt.where(movement.created_at >= start, movement.created_at < end)
+    return where_equal(
+        stmt,
+        (movement.product_id, product_id),
+        (movement.location_id, location_id),
+        (movement.kind, kind),
+    )
+
+
 def movement_summary(
     session: Session,
     group_by: str = "day",
@@ -595,9 +617,10 @@ def movement_summary(
     location_id: int | None = None,
     kind: str | None = None,
 ) -> Report:
-    """Quantities in and out per day, product, location or kind over [start, end).
+    """Quantities in and out per day, product, location or kind over [start, end), whole.
 
-    Callers check ``start < end`` (the API answers 400, the CLI refuses).
+    Callers check ``start < end`` (the API answers 400, the CLI refuses). The API pages
+    the by-product JSON instead (:func:`product_movements`).
     """
     if group_by not in MOVEMENT_GROUPS:
         raise ValueError(f"group_by must be one of {MOVEMENT_GROUPS}")
@@ -610,20 +633,8 @@ def movement_summary(
         "location": movement.location_id,
         "kind": movement.kind,
     }[group_by]
-    quantity = movement.quantity
-    grouped = select(
-        key.label("group_key"),
-        func.sum(case((quantity > 0, quantity), else_=0)).label("quantity_in"),
-        func.sum(case((quantity < 0, -quantity), else_=0)).label("quantity_out"),
-        func.sum(quantity).label("net"),
-        func.count().label("movements"),
-    ).where(movement.created_at >= start, movement.created_at < end)
-    grouped = where_equal(
-        grouped,
-        (movement.product_id, product_id),
-        (movement.location_id, location_id),
-        (movement.kind, kind),
-    )
+    grouped = select(key.label("group_key"), *_movement_sums(movement.quantity))
+    grouped = _in_period(grouped, start, end, product_id, location_id, kind)
     grouped = grouped.group_by("group_key").subquery("grouped")
 
     if group_by == "product":
@@ -635,17 +646,101 @@ def movement_summary(
             Location, Location.id == grouped.c.group_key
         )
     else:
-        stmt = select(grouped, literal(None, String).label("label"), literal(None, String))
+        stmt = select(
+            grouped, literal(None, String).label("label"), literal(None, String).label("name")
+        )
 
     # Up to one row per product: Core rows (no ORM loading), one pass.
-    found = session.connection().execute(stmt).all()
-    if group_by in ("product", "location"):
-        found.sort(key=lambda r: (r[5] or "", r[0]))  # label (SKU, code), then id
+    found = session.connection().execute(stmt).mappings().all()
+    if group_by == "product":
+        # The SKU order of the product list and of the paged summary (sku_key, then id).
+        found.sort(key=lambda r: ((r["label"] or "").casefold(), r["group_key"]))
+    elif group_by == "location":
+        found.sort(key=lambda r: (r["label"] or "", r["group_key"]))  # code, then id
     else:
-        found.sort(key=lambda r: r[0])  # days in order; kinds by name
+        found.sort(key=lambda r: r["group_key"])  # days in order; kinds by name
+    return movement_report(group_by, start, end, found)
+
+
+def product_movements(
+    session: Session,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    *,
+    product_id: int | None = None,
+    location_id: int | None = None,
+    kind: str | None = None,
+):
+    """The by-product summary as a statement over the products, to be paged in SKU order.
+
+    Each row: ``group_key``, the four sums, ``label`` (SKU), ``name``, and the page's sort
+    key ``sku_key`` and ``id`` (the product list's SKU order). Only products that moved in
+    [start, end) appear. A page walks the products in SKU order and sums each one's
+    movements through the (product_id, created_at) index, so its cost follows the page
+    size and the period's movements of the page's products, not the whole ledger: on
+    PostgreSQL a LATERAL subquery per product; SQLite, without LATERAL, correlated
+    subqueries. Returns the start and end used, and the statement.
+    """
+    dialect = prepare(session)
+    start, end = movement_period(start, end)
+    movement = StockMovement
+    columns = (
+        Product.id.label("group_key"),
+        Product.sku.label("label"),
+        Product.name.label("name"),
+        Product.sku_key,
+        Product.id,
+    )
+    if dialect == "postgresql":
+        sums = _in_period(
+            select(*_movement_sums(movement.quantity)).where(movement.product_id == Product.id),
+            start,
+            end,
+            None,
+            location_id,
+            kind,
+        ).lateral("sums")
+        stmt = (
+            select(*columns, sums.c.quantity_in, sums.c.quantity_out, sums.c.net, sums.c.movements)
+            .select_from(Product)
+            .join(sums, literal(True))
+            .where(sums.c.movements > 0)
+        )
+    else:
+        # No LATERAL: one correlated probe per sum (each an index range scan of the
+        # product's movements), and products without movements left out by the count's.
+        probes = {
+            name: _in_period(
+                select(total).where(movement.product_id == Product.id),
+                start,
+                end,
+                None,
+                location_id,
+                kind,
+            ).scalar_subquery()
+            for name, total in zip(
+                ("quantity_in", "quantity_out", "net", "movements"),
+                _movement_sums(movement.quantity),
+                strict=True,
+            )
+        }
+        stmt = select(*columns, *(probe.label(name) for name, probe in probes.items())).where(
+            probes["movements"] > 0
+        )
+    if product_id is not None:
+        stmt = stmt.where(Product.id == product_id)
+    return start, end, stmt
+
+
+def movement_report(group_by: str, start: datetime, end: datetime, found: Sequence[Any]) -> Report:
+    """A movement summary of ``found`` rows (mappings with ``group_key``, ``label``, ``name``
+    and the four sums); the totals sum these rows."""
     rows = []
     total_in = total_out = total_net = total_movements = 0
-    for key, quantity_in, quantity_out, net, movements, label, name in found:
+    for row in found:
+        key, label, name = row["group_key"], row["label"], row["name"]
+        quantity_in, quantity_out = row["quantity_in"], row["quantity_out"]
+        net, movements = row["net"], row["movements"]
         rows.append(
             {
                 "key": str(key),

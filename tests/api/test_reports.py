@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+from sqlalchemy import event
 
 from service.domain import checkpoints, ledger, reports
 from tests.helpers import assert_problem, create_category, create_location, create_product
@@ -526,6 +528,166 @@ def test_movement_summary_filters(client, store):
     ]
     nothing = get_json(client, MOVEMENTS, product_id=2_147_483_647, **WEEK)
     assert nothing["rows"] == []
+
+
+def _pages(client, **params) -> tuple[list[dict], list[dict]]:
+    """Every page of the by-product summary, following next_cursor; checks the page's
+    Link header and that its totals sum its rows."""
+    pages, cursor = [], None
+    while True:
+        query = {"group_by": "product", **params, **({"cursor": cursor} if cursor else {})}
+        response = client.get(MOVEMENTS, params=query)
+        assert response.status_code == 200, response.text
+        page = response.json()
+        pages.append(page)
+        assert len(page["rows"]) <= params.get("limit", 1000)
+        for column in ("quantity_in", "quantity_out", "net", "movements"):
+            assert page["totals"][column] == sum(row[column] for row in page["rows"])
+        cursor = page["next_cursor"]
+        if cursor is None:
+            assert "link" not in response.headers
+            return pages, [row for page in pages for row in page["rows"]]
+        assert response.headers["link"].endswith('>; rel="next"')
+        assert f"cursor={cursor}" in response.headers["link"]
+
+
+@pytest.mark.parametrize("limit", [1, 2, 3, 4, 5])
+@pytest.mark.parametrize(
+    "filters",
+    [{}, {"kind": "receipt"}, {"location": "shop"}, {"product": "ham"}],
+    ids=["all", "receipts", "at-shop", "ham"],
+)
+def test_the_summary_by_product_pages_through_the_whole_summary(client, store, limit, filters):
+    """Pages of any size, under any filter, give the whole summary's rows in its order
+    (the CSV's rows), each row once; the last page says so."""
+    params = {**WEEK}
+    if "kind" in filters:
+        params["kind"] = filters["kind"]
+    if "location" in filters:
+        params["location_id"] = store[filters["location"]]["id"]
+    if "product" in filters:
+        params["product_id"] = store[filters["product"]]["id"]
+    whole = client.get(
+        MOVEMENTS, params={"group_by": "product", **params}, headers={"Accept": "text/csv"}
+    )
+    assert whole.status_code == 200, whole.text
+    expected = parse_csv(whole)  # the header, the rows, then the period's totals
+    assert len(expected) > 2, "the filter selects something"
+    pages, rows = _pages(client, limit=limit, **params)
+    columns = ["key", "label", "name", "quantity_in", "quantity_out", "net", "movements"]
+    sums = ("quantity_in", "quantity_out", "net", "movements")
+    totals = {column: sum(page["totals"][column] for page in pages) for column in sums}
+    assert as_csv_rows({"rows": rows, "totals": totals}, columns) == expected
+    # A full last page says it is the last: no empty page after it.
+    assert len(pages) == -(-len(rows) // limit)
+
+
+def test_the_first_page_by_product_is_the_default_answer(client, store):
+    page = get_json(client, MOVEMENTS, group_by="product", **WEEK)
+    assert page["next_cursor"] is None
+    assert [row["label"] for row in page["rows"]] == ["DRL-18V", "HAM-16OZ", "MISC-1", "SAW-22"]
+    assert page["totals"] == {"quantity_in": 36, "quantity_out": 19, "net": 17, "movements": 10}
+    # The other groupings are whole: next_cursor is there, and null.
+    assert get_json(client, MOVEMENTS, group_by="kind", **WEEK)["next_cursor"] is None
+
+
+def test_a_later_product_never_shifts_the_pages(client, store, clock):
+    """A product created (and moved) between two pages sorts where its SKU says: before the
+    cursor it is not served, after it is; no row is served twice."""
+    first = get_json(client, MOVEMENTS, group_by="product", limit=2, **WEEK)
+    assert [row["label"] for row in first["rows"]] == ["DRL-18V", "HAM-16OZ"]
+    early = create_product(client, "AAA-1", "Sorts first")
+    late = create_product(client, "ZZZ-1", "Sorts last")
+    clock.now = T_REVERSE + timedelta(minutes=1)
+    receive(client, store["wh1"], early, 1, "1")
+    receive(client, store["wh1"], late, 1, "1")
+    rest = get_json(
+        client, MOVEMENTS, group_by="product", limit=10, cursor=first["next_cursor"], **WEEK
+    )
+    assert [row["label"] for row in rest["rows"]] == ["MISC-1", "SAW-22", "ZZZ-1"]
+
+
+def test_a_page_by_product_reads_only_its_products_movements(client, clock, database):
+    """The page statement walks the products in SKU order and stops at the page's end: on
+    PostgreSQL it reads (EXPLAIN ANALYZE) only the movements of the page's products and the
+    two after them; on SQLite its plan sorts nothing (no temporary B-tree) so it can stop."""
+    clock.now = at("2026-11-02T09:00:00")
+    _populate(client, clock, "PG", 30, 1, 2)  # 30 products, 2 receipts each
+    seen: list[tuple[str, object]] = []
+
+    def record(_conn, _cursor, statement, parameters, *_args):
+        if "stock_movements" in statement:
+            seen.append((statement, parameters))
+
+    event.listen(database.engine, "before_cursor_execute", record)
+    try:
+        page = get_json(
+            client,
+            MOVEMENTS,
+            group_by="product",
+            limit=3,
+            **{"from": "2026-11-01T00:00:00Z", "to": "2026-12-01T00:00:00Z"},
+        )
+    finally:
+        event.remove(database.engine, "before_cursor_execute", record)
+    assert [row["movements"] for row in page["rows"]] == [2, 2, 2]
+    (statement, parameters), *_ = seen
+    with database.engine.connect() as connection:
+        raw = connection.connection.dbapi_connection.cursor()
+        if database.engine.dialect.name == "postgresql":
+            raw.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + statement, parameters)
+            plan = raw.fetchone()[0][0]["Plan"]
+            read = sum(
+                node.get("Actual Rows", 0) * node.get("Actual Loops", 1)
+                for node in _plan_nodes(plan)
+                if node.get("Relation Name") == "stock_movements"
+            )
+            # The page's 3 products, the look-ahead one, and one more that the incremental
+            # sort on (sku_key, id) reads to close its group: 10 of the 60 movements.
+            assert read <= 2 * (3 + 2), json.dumps(plan, indent=1)
+        else:
+            raw.execute("EXPLAIN QUERY PLAN " + statement, parameters)
+            details = [row[-1] for row in raw.fetchall()]
+            assert not any("TEMP B-TREE" in detail for detail in details), details
+            assert any("stock_movements" in d and "INDEX" in d for d in details), details
+
+
+def _plan_nodes(node: dict):
+    yield node
+    for child in node.get("Plans", []):
+        yield from _plan_nodes(child)
+
+
+@pytest.mark.parametrize(
+    ("params", "headers"),
+    [
+        ({"group_by": "day"}, {}),
+        ({"group_by": "kind"}, {}),
+        ({"group_by": "product"}, {"Accept": "text/csv"}),
+    ],
+)
+def test_a_cursor_outside_the_json_summary_by_product_is_400(client, store, params, headers):
+    first = get_json(client, MOVEMENTS, group_by="product", limit=1, **WEEK)
+    response = client.get(
+        MOVEMENTS, params={**params, **WEEK, "cursor": first["next_cursor"]}, headers=headers
+    )
+    assert_problem(response, 400)
+    assert response.json()["errors"][0]["parameter"] == "cursor"
+
+
+@pytest.mark.parametrize(
+    "cursor",
+    [
+        "bm90LWpzb24",  # not JSON
+        "eyJzIjoic2t1IiwiayI6WyJoYW0tMTZveiIsMV19",  # the product list's sort=sku cursor
+        "eyJzIjoibW92ZW1lbnRzLWJ5LXByb2R1Y3QiLCJrIjpbMSwxXX0",  # a number for the SKU
+        "eyJzIjoibW92ZW1lbnRzLWJ5LXByb2R1Y3QiLCJrIjpbImEiLDBdfQ",  # id 0
+    ],
+)
+def test_a_foreign_or_malformed_cursor_is_400(client, store, cursor):
+    response = client.get(MOVEMENTS, params={"group_by": "product", "cursor": cursor, **WEEK})
+    assert_problem(response, 400)
+    assert response.json()["errors"][0]["parameter"] == "cursor"
 
 
 def test_movement_summary_period_is_half_open(client, store):

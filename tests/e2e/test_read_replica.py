@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import httpx
 import pytest
-from sqlalchemy import create_engine, event, text
+from sqlalchemy import create_engine, text
 
 from service import migrate
 from service.api.transaction import EXTENSION_KEY
@@ -240,13 +240,15 @@ def test_a_stopped_replica_falls_back_to_the_primary_and_rests(pair):
     rest_s = 3.0
     with replica_client(pair, database_replica_rest_s=rest_s) as (client, database):
         assert database.replica is not None
+        # Every visit to the replica starts with its lag probe (a connection): count them.
         attempts: list[float] = []
-        event.listen(
-            database.replica.engine,
-            "do_connect",
-            lambda *_args: attempts.append(time.monotonic()),
-            insert=True,
-        )
+        probe = database.replica.lag_s
+
+        def counted_probe() -> float:
+            attempts.append(time.monotonic())
+            return probe()
+
+        database.replica.lag_s = counted_probe
         location_id, _product_id = _stock(client)
         pair.caught_up()
         assert _valued(client, location_id) == (10, "replica")
