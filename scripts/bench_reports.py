@@ -3,17 +3,20 @@
 
 For each backend it builds a database of ``--products`` products and ``--movements`` ledger
 movements over ``--days`` days with ``service.datagen`` (timed), checks it with
-``storekeeper stock verify``'s check, starts ``scripts/serve-production.sh`` (alembic upgrade
-+ gunicorn, ``--workers`` uvicorn workers, default 1 so that the peak RSS below is the one of
-the process that served), creates an admin with ``storekeeper users create``, logs in, and
-times, ``--repeat`` times each (median and max):
+``storekeeper stock verify``'s check, closes a stock checkpoint at every month start of the
+history (``--checkpoints``, timed; ``none`` for the ledger alone), starts
+``scripts/serve-production.sh`` (alembic upgrade + gunicorn, ``--workers`` uvicorn workers,
+default 1 so that the peak RSS below is the one of the process that served), creates an
+admin with ``storekeeper users create``, logs in, and times, ``--repeat`` times each (median
+and max):
 
 * GET /api/v1/products/export: CSV and JSON, with the bytes received (first, on the fresh
   worker, so that its RSS before is the baseline);
 * GET /api/v1/reports/valuation: group_by category and location, now and ``as_of`` the
-  middle of the history;
+  middle of the history, and by category ``as_of`` 10 days ago;
 * GET /api/v1/reports/movements: group_by day, product, location and kind over the whole
-  history, as JSON and as CSV (``Accept: text/csv``);
+  history, as JSON and as CSV (``Accept: text/csv``); by product the JSON is a page (the
+  first, and the 51st or the last), and the default period (30 days) too;
 * POST /api/v1/products/import/csv: the exported CSV back as a file upload (``dry_run=true``,
   then for real), and a CSV of as many new SKUs as the catalog has products (dry run, then
   for real: every repetition adds its own SKUs).
@@ -96,6 +99,8 @@ class Generated:
     verify: str = ""
     first_movement_at: str = ""
     last_movement_at: str = ""
+    # Closed on the served copy before the server starts (--checkpoints): at, seconds, pairs.
+    checkpoints: list[dict] = field(default_factory=list)
 
 
 def log(backend: str, message: str) -> None:
@@ -270,6 +275,65 @@ def _checkpoint(path: Path) -> None:
         connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     finally:
         connection.close()
+
+
+def _period_starts(first: datetime, last: datetime, every: str) -> list[datetime]:
+    """UTC month (or ISO week) starts after ``first`` and at least an hour before ``last``."""
+    moments = []
+    if every == "monthly":
+        moment = first.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        while True:
+            year, month = divmod(moment.month, 12)
+            moment = moment.replace(year=moment.year + year, month=month + 1)
+            if moment > last - timedelta(hours=1):
+                return moments
+            moments.append(moment)
+    day = first.replace(hour=0, minute=0, second=0, microsecond=0)
+    moment = day - timedelta(days=day.weekday())
+    while True:
+        moment += timedelta(days=7)
+        if moment > last - timedelta(hours=1):
+            return moments
+        moments.append(moment)
+
+
+def close_checkpoints(url: str, every: str, backend: str, generated: Generated) -> None:
+    """Close a checkpoint at every period start of the history, oldest first, as
+    ``storekeeper stock checkpoint --at`` would (each one from the one before it)."""
+    from sqlalchemy import func, select
+
+    from service.db import Database
+    from service.domain import checkpoints
+    from service.models import StockMovement
+
+    if every == "none":
+        return
+    database = Database(url)
+    try:
+        with database.transaction(write=False) as session:
+            first, last = session.execute(
+                select(func.min(StockMovement.created_at), func.max(StockMovement.created_at))
+            ).one()
+        if first is None:
+            return
+        moments = _period_starts(first, min(last, datetime.now(UTC)), every)
+        log(backend, f"closing {len(moments)} {every} checkpoints ...")
+        for moment in moments:
+            began = time.perf_counter()
+            with database.transaction() as session:
+                closed = checkpoints.close(session, moment)
+            seconds = round(time.perf_counter() - began, 2)
+            generated.checkpoints.append(
+                {"at": moment.isoformat(), "seconds": seconds, "pairs": closed.pairs}
+            )
+        spent = [c["seconds"] for c in generated.checkpoints]
+        log(
+            backend,
+            f"closed {len(spent)} checkpoints in {sum(spent):.1f} s "
+            f"(each {min(spent, default=0)}-{max(spent, default=0)} s)",
+        )
+    finally:
+        database.dispose()
 
 
 # --- the server's worker --------------------------------------------------------------------
@@ -503,8 +567,48 @@ def run_cases(
                     accept=accept,
                 )
             )
+    cases += [
+        Case(
+            "valuation by category, as_of 10 days ago",
+            "GET",
+            "/api/v1/reports/valuation",
+            {"group_by": "category", "as_of": _iso(now - timedelta(days=10))},
+        ),
+        Case(
+            "movements by product, last 30 days (default), JSON",
+            "GET",
+            "/api/v1/reports/movements",
+            {"group_by": "product"},
+        ),
+    ]
     results: list[Result] = []
     with httpx.Client(base_url=server.base_url, headers=headers) as client:
+        # The JSON summary by product comes in pages: time a page deep in the SKU order too.
+        first = client.get(
+            "/api/v1/reports/movements",
+            params={"group_by": "product", **whole},
+            timeout=REQUEST_TIMEOUT,
+        )
+        cursor = first.json().get("next_cursor") if first.status_code == 200 else None
+        page_no = 2
+        while cursor and page_no < 51:
+            following = client.get(
+                "/api/v1/reports/movements",
+                params={"group_by": "product", "cursor": cursor, **whole},
+                timeout=REQUEST_TIMEOUT,
+            ).json()
+            if not following.get("next_cursor"):
+                break
+            cursor, page_no = following["next_cursor"], page_no + 1
+        if cursor:
+            cases.append(
+                Case(
+                    f"movements by product, whole history, JSON page {page_no}",
+                    "GET",
+                    "/api/v1/reports/movements",
+                    {"group_by": "product", "cursor": cursor, **whole},
+                )
+            )
         # The exports first, on the fresh worker: Python keeps memory it freed, so a later
         # baseline would include the reports' peaks and hide what the export needs.
         export_csv, exported = _run(
@@ -610,6 +714,17 @@ def _seconds(value: float | None) -> str:
     return "" if value is None else f"{value:.3f}"
 
 
+def _checkpoint_line(generated: Generated) -> str:
+    if not generated.checkpoints:
+        return "No checkpoints."
+    spent = [c["seconds"] for c in generated.checkpoints]
+    pairs = generated.checkpoints[-1]["pairs"]
+    return (
+        f"{len(spent)} checkpoints closed in {sum(spent):.1f} s (each {min(spent)}-"
+        f"{max(spent)} s, the last holding {pairs:,} pairs)."
+    )
+
+
 def markdown(
     backend: str, args: argparse.Namespace, generated: Generated, results: list[Result]
 ) -> str:
@@ -626,7 +741,8 @@ def markdown(
         "",
         f"Database {made}; stock verify {generated.verify}"
         + (f" in {generated.verify_seconds} s" if generated.verify_seconds else "")
-        + f". Each request {args.repeat}x, gunicorn workers={args.workers}.",
+        + f". {_checkpoint_line(generated)}"
+        + f" Each request {args.repeat}x, gunicorn workers={args.workers}.",
         "",
         "| case | status | median s | max s | bytes | RSS before MiB | peak RSS MiB |",
         "|---|---|--:|--:|--:|--:|--:|",
@@ -673,6 +789,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=1, help="gunicorn workers (default 1)")
     parser.add_argument("--reuse", action="store_true", help="keep the build and reuse it")
     parser.add_argument(
+        "--checkpoints",
+        choices=("monthly", "weekly", "none"),
+        default="monthly",
+        help="stock checkpoints to close over the history before serving (default monthly)",
+    )
+    parser.add_argument(
         "--postgres-admin-url",
         default=os.environ.get(POSTGRES_ENV) or DEFAULT_POSTGRES,
         help=f"admin URL for the PostgreSQL databases (default: ${POSTGRES_ENV}, else "
@@ -699,14 +821,13 @@ def bench(backend: str, args: argparse.Namespace) -> tuple[Generated, list[Resul
         "RATE_LIMIT_ENABLED": "false",
     }
     try:
-        with (
-            database(backend, args) as (url, generated),
-            live_server(
+        with database(backend, args) as (url, generated):
+            close_checkpoints(url, args.checkpoints, backend, generated)
+            with live_server(
                 url, workers=args.workers, env=env, log_path=log_path, ready_timeout=180
-            ) as server,
-        ):
-            log(backend, f"server {server.base_url} ready")
-            results = run_cases(server, args, generated, backend)
+            ) as server:
+                log(backend, f"server {server.base_url} ready")
+                results = run_cases(server, args, generated, backend)
     finally:
         if args.keep_logs:
             log(backend, f"server log: {log_path}")
@@ -744,7 +865,16 @@ def main(argv: list[str] | None = None) -> int:
         },
         "parameters": {
             key: getattr(args, key)
-            for key in ("products", "movements", "locations", "days", "seed", "repeat", "workers")
+            for key in (
+                "products",
+                "movements",
+                "locations",
+                "days",
+                "seed",
+                "repeat",
+                "workers",
+                "checkpoints",
+            )
         },
         "runs": runs,
     }

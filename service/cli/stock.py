@@ -112,6 +112,11 @@ def verify_database(engine: Engine) -> VerifyReport:
     return report
 
 
+def _first_row(rows: list[tuple]) -> str:
+    """The first of a checkpoint's differing rows, space-separated (``-`` for none)."""
+    return " ".join(map(str, rows[0])) if rows else "-"
+
+
 def render(report: VerifyReport) -> str:
     summary = [
         ("levels checked", report.levels),
@@ -174,8 +179,8 @@ def render(report: VerifyReport) -> str:
                 str(check.id),
                 format_timestamp(check.at),
                 "ok" if check.header_ok else "wrong",
-                " ".join(map(str, check.only_in_checkpoint[:1])) or "-",
-                " ".join(map(str, check.only_in_ledger[:1])) or "-",
+                _first_row(check.only_in_checkpoint),
+                _first_row(check.only_in_ledger),
             ]
             for check in report.bad_checkpoints
         ]

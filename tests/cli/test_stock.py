@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -163,3 +164,78 @@ def test_verify_exits_2_when_the_database_is_unreachable():
     result = verify("--database-url", url)
     assert result.exit_code == 2, result.output
     assert "cannot read the database" in result.output
+
+
+# --- storekeeper stock checkpoint ---------------------------------------------------------------
+
+
+def checkpoint(*args: str):
+    return CliRunner().invoke(main, ["stock", "checkpoint", *args])
+
+
+@pytest.fixture()
+def stocked_yesterday(database, monkeypatch) -> dict[str, int]:
+    """``stocked``, posted a day ago (a checkpoint is only closed for a moment well past)."""
+    monkeypatch.setattr(ledger, "utcnow", lambda: datetime.now(UTC) - timedelta(days=1))
+    with database.transaction() as session:
+        locations = [Location(code=code, name=code) for code in ("WH-A", "WH-B")]
+        product = Product(sku="BOLT-M6", name="Bolt")
+        session.add_all([*locations, product])
+        session.flush()
+        a, b, bolt = locations[0].id, locations[1].id, product.id
+    _post(database, ledger.Posting("receipt", [_line("receipt", bolt, a, 10, unit_cost=1)]))
+    transfer = [_line("transfer_out", bolt, a, -4), _line("transfer_in", bolt, b, 4)]
+    _post(database, ledger.Posting("transfer", transfer, location_id=a, to_location_id=b))
+    monkeypatch.undo()
+    return {"a": a, "b": b, "bolt": bolt}
+
+
+def test_checkpoint_closes_the_start_of_today_once(migrated_url, stocked_yesterday):
+    result = checkpoint("--database-url", migrated_url)
+    assert result.exit_code == 0, result.output
+    today = datetime.now(UTC).strftime("%Y-%m-%dT00:00:00.000000+00:00")
+    assert f"checkpoint:      1 at {today} (closed)" in result.output
+    assert "pairs held:      2" in result.output
+    assert "units:           10" in result.output
+    again = checkpoint("--database-url", migrated_url)
+    assert again.exit_code == 0, again.output
+    assert "(closed already)" in again.output
+    checked = verify("--database-url", migrated_url)
+    assert checked.exit_code == 0, checked.output
+    assert "checkpoints:     1" in checked.output
+    assert "bad checkpoints: 0" in checked.output
+
+
+@pytest.mark.parametrize(
+    ("at", "exit_code", "says"),
+    [
+        ("2999-01-01T00:00:00Z", 1, "too recent"),
+        ("yesterday", 2, "--at"),
+    ],
+)
+def test_checkpoint_refuses_a_recent_or_malformed_moment(migrated_url, at, exit_code, says):
+    result = checkpoint("--database-url", migrated_url, "--at", at)
+    assert result.exit_code == exit_code, result.output
+    assert says in result.output
+    checked = verify("--database-url", migrated_url)
+    assert "checkpoints:     0" in checked.output
+
+
+def test_verify_reports_a_checkpoint_that_differs_from_the_ledger(
+    migrated_url, database, stocked_yesterday
+):
+    assert checkpoint("--database-url", migrated_url).exit_code == 0
+    with database.engine.begin() as connection:
+        connection.execute(
+            text("UPDATE stock_checkpoint_balances SET on_hand = 5 WHERE location_id = :b"),
+            {"b": stocked_yesterday["b"]},
+        )
+    result = verify("--database-url", migrated_url)
+    assert result.exit_code == 1, result.output
+    assert "bad checkpoints: 1" in result.output
+    row = next(line for line in result.output.splitlines() if line.strip().startswith("1 "))
+    bolt, b = stocked_yesterday["bolt"], stocked_yesterday["b"]
+    # id, at, header (pairs and units no longer add up), only in checkpoint, only in ledger
+    assert "wrong" in row
+    assert f"{bolt} {b} 5 1000000" in row
+    assert f"{bolt} {b} 4 1000000" in row
