@@ -8,7 +8,7 @@ the checkpoints and the ledger agree, 1 when they do not, 2 when the database ca
 checked at all (unreachable, not migrated).
 
 ``storekeeper stock checkpoint [--at MOMENT]`` closes the checkpoint at a past moment
-(default: the start of the current UTC day) through :func:`service.domain.checkpoints.close`.
+(default: the start of the current UTC month) through :func:`service.domain.checkpoints.close`.
 
 It reads in one snapshot (REPEATABLE READ, read-only on PostgreSQL; one read transaction on
 SQLite, which WAL keeps consistent), so it can run against a live database without seeing a
@@ -227,15 +227,17 @@ def verify(database_url: str) -> None:
     "at_text",
     help=(
         "The moment to close (RFC 3339; no offset means UTC): every movement at or before it "
-        "is in the checkpoint. Default: the start of the current UTC day. Must be at least "
+        "is in the checkpoint. Default: the start of the current UTC month. Must be at least "
         "10 minutes in the past."
     ),
 )
 def checkpoint(database_url: str, at_text: str | None) -> None:
     """Close a stock checkpoint: the ledger summed at a past moment, for past valuations.
 
-    Idempotent: closing a moment again reports the existing checkpoint. Run it daily, e.g.
-    from cron a few minutes after midnight UTC (``storekeeper stock checkpoint``).
+    Idempotent: closing a moment again reports the existing checkpoint, so it can run daily
+    from cron, e.g. at 00:30 UTC (``storekeeper stock checkpoint``; not within 10 minutes
+    of midnight, which is refused as too recent): each
+    month is closed once.
 
     Exit codes: 0 closed (or closed already), 1 refused (the moment is too recent, or a
     transaction that began before it is still open), 2 bad arguments or the database could
@@ -244,7 +246,7 @@ def checkpoint(database_url: str, at_text: str | None) -> None:
     from service.domain import checkpoints
 
     if at_text is None:
-        at = checkpoints.start_of_day()
+        at = checkpoints.start_of_month()
     else:
         try:
             at = parse_timestamp(at_text)

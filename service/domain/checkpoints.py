@@ -15,9 +15,14 @@ could have stamped: :func:`close` refuses a moment later than now minus
 :data:`SAFETY_MARGIN` (far longer than any write transaction may run: requests are bounded
 by the database statement and lock timeouts), and on PostgreSQL also refuses while a
 transaction that began at or before ``at`` is still open. Closing the same moment again
-returns the existing checkpoint (idempotent). The default moment (the CLI's) is the start of
-the current UTC day: run ``storekeeper stock checkpoint`` once a day, e.g. from cron a few
-minutes after midnight UTC.
+returns the existing checkpoint (idempotent).
+
+**How often.** A checkpoint holds every (product, location) with stock, however few of them
+moved since the last one, so it costs as many rows as the stock levels: closing one a month
+keeps them a fraction of the ledger, while a past valuation replays at most a month of
+movements. The default moment (the CLI's) is therefore the start of the current UTC month;
+``storekeeper stock checkpoint`` can run daily from cron (e.g. at 00:30 UTC, past the margin):
+it closes each month once and reports "closed already" on the other days.
 """
 
 from __future__ import annotations
@@ -63,10 +68,10 @@ class Closed:
     created: bool
 
 
-def start_of_day(now: datetime | None = None) -> datetime:
-    """The default checkpoint moment: the start of the current UTC day."""
+def start_of_month(now: datetime | None = None) -> datetime:
+    """The default checkpoint moment: the start of the current UTC month."""
     now = (now or utcnow()).astimezone(UTC)
-    return now.replace(hour=0, minute=0, second=0, microsecond=0)
+    return now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
 
 
 def _existing(session: Session, at: datetime) -> Closed | None:

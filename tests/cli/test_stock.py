@@ -174,9 +174,9 @@ def checkpoint(*args: str):
 
 
 @pytest.fixture()
-def stocked_yesterday(database, monkeypatch) -> dict[str, int]:
-    """``stocked``, posted a day ago (a checkpoint is only closed for a moment well past)."""
-    monkeypatch.setattr(ledger, "utcnow", lambda: datetime.now(UTC) - timedelta(days=1))
+def stocked_last_month(database, monkeypatch) -> dict[str, int]:
+    """A receipt and a transfer posted 40 days ago, before this month's checkpoint."""
+    monkeypatch.setattr(ledger, "utcnow", lambda: datetime.now(UTC) - timedelta(days=40))
     with database.transaction() as session:
         locations = [Location(code=code, name=code) for code in ("WH-A", "WH-B")]
         product = Product(sku="BOLT-M6", name="Bolt")
@@ -190,11 +190,11 @@ def stocked_yesterday(database, monkeypatch) -> dict[str, int]:
     return {"a": a, "b": b, "bolt": bolt}
 
 
-def test_checkpoint_closes_the_start_of_today_once(migrated_url, stocked_yesterday):
+def test_checkpoint_closes_the_start_of_this_month_once(migrated_url, stocked_last_month):
     result = checkpoint("--database-url", migrated_url)
     assert result.exit_code == 0, result.output
-    today = datetime.now(UTC).strftime("%Y-%m-%dT00:00:00.000000+00:00")
-    assert f"checkpoint:      1 at {today} (closed)" in result.output
+    month = datetime.now(UTC).strftime("%Y-%m-01T00:00:00.000000+00:00")
+    assert f"checkpoint:      1 at {month} (closed)" in result.output
     assert "pairs held:      2" in result.output
     assert "units:           10" in result.output
     again = checkpoint("--database-url", migrated_url)
@@ -222,19 +222,19 @@ def test_checkpoint_refuses_a_recent_or_malformed_moment(migrated_url, at, exit_
 
 
 def test_verify_reports_a_checkpoint_that_differs_from_the_ledger(
-    migrated_url, database, stocked_yesterday
+    migrated_url, database, stocked_last_month
 ):
     assert checkpoint("--database-url", migrated_url).exit_code == 0
     with database.engine.begin() as connection:
         connection.execute(
             text("UPDATE stock_checkpoint_balances SET on_hand = 5 WHERE location_id = :b"),
-            {"b": stocked_yesterday["b"]},
+            {"b": stocked_last_month["b"]},
         )
     result = verify("--database-url", migrated_url)
     assert result.exit_code == 1, result.output
     assert "bad checkpoints: 1" in result.output
     row = next(line for line in result.output.splitlines() if line.strip().startswith("1 "))
-    bolt, b = stocked_yesterday["bolt"], stocked_yesterday["b"]
+    bolt, b = stocked_last_month["bolt"], stocked_last_month["b"]
     # id, at, header (pairs and units no longer add up), only in checkpoint, only in ledger
     assert "wrong" in row
     assert f"{bolt} {b} 5 1000000" in row
