@@ -235,9 +235,8 @@ def checkpoint(database_url: str, at_text: str | None) -> None:
     """Close a stock checkpoint: the ledger summed at a past moment, for past valuations.
 
     Idempotent: closing a moment again reports the existing checkpoint, so it can run daily
-    from cron, e.g. at 00:30 UTC (``storekeeper stock checkpoint``; not within 10 minutes
-    of midnight, which is refused as too recent): each
-    month is closed once.
+    from cron, e.g. at 00:30 UTC (not within 10 minutes of midnight, which is refused as too
+    recent): each month is closed once.
 
     Exit codes: 0 closed (or closed already), 1 refused (the moment is too recent, or a
     transaction that began before it is still open), 2 bad arguments or the database could
