@@ -176,6 +176,9 @@ class Replica:
         self.sessionmaker = sessionmaker(
             self.engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False
         )
+        self.snapshot_sessionmaker = sessionmaker(
+            snapshot_engine(self.engine), expire_on_commit=False
+        )
         self.max_lag_s = max_lag_s
         self.rest_s = rest_s
         self._resting_until = 0.0
@@ -271,6 +274,9 @@ class Database:
             )
         self.sessionmaker = sessionmaker(self.engine, expire_on_commit=False)
         self._read_sessionmaker = self.sessionmaker
+        self._snapshot_sessionmaker = sessionmaker(
+            snapshot_engine(self.engine), expire_on_commit=False
+        )
         if self.engine.dialect.name == "postgresql":
             self._read_sessionmaker = sessionmaker(
                 self.engine.execution_options(isolation_level="AUTOCOMMIT"),
@@ -325,22 +331,25 @@ class Database:
 
     def run_on_replica(self, work: Callable[[], T]) -> tuple[T, DataSource]:
         """``work()`` reading on the replica when it is current (:meth:`Replica.current`), else
-        as a read on the primary (:meth:`run`); with where it ran.
+        on the primary; with where it ran.
 
-        Only for reads that may be behind the primary's latest writes. The replica's session
-        is a read in autocommit, like the primary's; a connection it dropped is retried once
-        there. Unreachable (or in a recovery conflict), the replica is rested and the work
-        runs on the primary; a statement that timed out there is raised (a 503: running it
-        again would double the request's time bound), and a replica that timed out is rested
-        too, so the requests after it read from the primary.
+        Only for reads that may be behind the primary's latest writes. Either way ``work``
+        reads one snapshot in a read-only transaction (:func:`snapshot_engine`): its
+        statements agree with each other, and settings it makes with ``SET LOCAL`` hold for
+        the statements after them (in autocommit they would end with their own statement).
+        A connection found dropped is retried once. Unreachable (or in a recovery conflict),
+        the replica is rested and the work runs on the primary; a statement that timed out
+        there is raised (a 503: running it again would double the request's time bound), and
+        a replica that timed out is rested too, so the requests after it read from the
+        primary.
         """
         replica = self.replica
         if replica is not None and replica.current():
             try:
-                return self._run_with(replica.sessionmaker, work), REPLICA
+                return self._run_with(replica.snapshot_sessionmaker, work), REPLICA
             except (DBAPIError, PoolTimeoutError) as exc:
                 replica.failed(exc)
-        return self.run(work, write=False), PRIMARY
+        return self._run_with(self._snapshot_sessionmaker, work), PRIMARY
 
     def stream_on_replica(
         self, stream: Callable[[Engine], Iterator[T]]
@@ -361,14 +370,14 @@ class Database:
         return next(items), items, PRIMARY
 
     def _run_with(self, maker: sessionmaker, work: Callable[[], T]) -> T:
-        """:meth:`run` for a read on another session factory (the replica's)."""
+        """:meth:`run` for a read on another session factory (a snapshot's, the replica's)."""
         try:
             with self._transaction(write=False, maker=maker):
                 return work()
         except DBAPIError as exc:
             if not is_dropped_connection(exc):
                 raise
-            logger.info("replica connection was dropped; retrying on a new one")
+            logger.info("database connection was dropped; retrying on a new one")
         with self._transaction(write=False, maker=maker):
             return work()
 

@@ -937,3 +937,40 @@ def test_statement_count_does_not_grow_with_the_data(client, clock, count_querie
         rows.append(len(response.json()["rows"]))
     assert rows[0] < rows[1]
     assert counts[0] == counts[1], counts
+
+
+def test_a_report_reads_one_snapshot_with_its_settings(database):
+    """The report's PostgreSQL settings (``SET LOCAL``) hold for its query: reports read in
+    a read-only snapshot transaction, where autocommit would drop them after one statement.
+    Later reads on the same pool are back to the server's defaults."""
+    from sqlalchemy import text
+
+    from service.db import session
+
+    def settings() -> tuple[str, ...]:
+        reports.prepare(session())
+        return tuple(
+            session()
+            .execute(
+                text(
+                    "SELECT current_setting('work_mem'), current_setting('jit'),"
+                    " current_setting('transaction_isolation'),"
+                    " current_setting('transaction_read_only')"
+                )
+            )
+            .one()
+        )
+
+    if database.engine.dialect.name != "postgresql":
+        assert database.run_on_replica(lambda: reports.prepare(session()))[0] == "sqlite"
+        return
+    (work_mem, jit, isolation, read_only), source = database.run_on_replica(settings)
+    assert source == "primary"
+    expected = reports.POSTGRESQL_REPORT_SETTINGS
+    assert (work_mem, jit) == (expected["work_mem"], expected["jit"])
+    assert (isolation, read_only) == ("repeatable read", "on")
+    after = database.run(
+        lambda: session().execute(text("SELECT current_setting('work_mem')")).scalar_one(),
+        write=False,
+    )
+    assert after != expected["work_mem"]
