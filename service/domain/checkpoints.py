@@ -68,10 +68,19 @@ class Closed:
     created: bool
 
 
-def start_of_month(now: datetime | None = None) -> datetime:
-    """The default checkpoint moment: the start of the current UTC month."""
+PERIODS = ("month", "week")
+
+
+def start_of_period(period: str, now: datetime | None = None) -> datetime:
+    """The default checkpoint moment: the start of the current UTC month, or of the current
+    ISO week (Monday 00:00 UTC)."""
     now = (now or utcnow()).astimezone(UTC)
-    return now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    if period == "week":
+        return midnight - timedelta(days=midnight.weekday())
+    if period == "month":
+        return midnight.replace(day=1)
+    raise ValueError(f"period must be one of {PERIODS}")
 
 
 def _existing(session: Session, at: datetime) -> Closed | None:

@@ -424,13 +424,19 @@ def latest_checkpoint(session: Session, at: datetime) -> tuple[int, datetime] | 
     return (row.id, row.at) if row is not None else None
 
 
+# A day of backward replay costs about twice a day of checkpoint replay: it reads every
+# level as well and probes the cost of each product that moved, where a checkpoint's tail
+# probes only the products that moved in it (measured at 10M movements on PostgreSQL).
+BACKWARD_WEIGHT = 2
+
+
 def plan_replay(session: Session, as_of: datetime) -> Replay:
-    """now, forward, backward or checkpoint: whichever reads the fewest movements.
+    """now, forward, backward or checkpoint: whichever costs least.
 
     The ledger's first and last timestamps (two index probes) and the latest checkpoint at
     or before ``as_of`` (one) tell: nothing after ``as_of`` means the current levels are
     the answer; otherwise replay from the nearest anchor, assuming movements spread evenly
-    over time.
+    over time (a backward span weighs :data:`BACKWARD_WEIGHT` times as much).
     """
     first, last = session.execute(
         select(func.min(StockMovement.created_at), func.max(StockMovement.created_at))
@@ -439,7 +445,10 @@ def plan_replay(session: Session, as_of: datetime) -> Replay:
         return Replay("now")
     if as_of < first:
         return Replay("forward")
-    candidates = [(last - as_of, 1, Replay("backward")), (as_of - first, 2, Replay("forward"))]
+    candidates = [
+        ((last - as_of) * BACKWARD_WEIGHT, 1, Replay("backward")),
+        (as_of - first, 2, Replay("forward")),
+    ]
     checkpoint = latest_checkpoint(session, as_of)
     if checkpoint is not None:
         checkpoint_id, checkpoint_at = checkpoint

@@ -206,6 +206,20 @@ def test_checkpoint_closes_the_start_of_this_month_once(migrated_url, stocked_la
     assert "bad checkpoints: 0" in checked.output
 
 
+def test_checkpoint_every_week_closes_this_monday(migrated_url, stocked_last_month):
+    now = datetime.now(UTC)
+    monday = (now - timedelta(days=now.weekday())).replace(
+        hour=0, minute=0, second=0, microsecond=0
+    )
+    if now - monday < timedelta(minutes=11):
+        pytest.skip("Monday 00:00 UTC is still too recent to close")
+    result = checkpoint("--database-url", migrated_url, "--every", "week")
+    assert result.exit_code == 0, result.output
+    assert f"at {monday.strftime('%Y-%m-%dT00:00:00.000000+00:00')} (closed)" in result.output
+    assert "units:           10" in result.output
+    assert checkpoint("--database-url", migrated_url, "--every", "day").exit_code == 2
+
+
 @pytest.mark.parametrize(
     ("at", "exit_code", "says"),
     [
