@@ -102,6 +102,14 @@ def _replace_enum(schema: dict, **rules) -> None:
             "POST /api/v1/stock/adjustments body/lines[]/reason: no longer accepts "
             "['count', 'damage', 'found', 'other']",
         ),
+        (
+            lambda s: _schemas(s)["Id"].update(format="int64"),
+            "GET /api/v1/products/{product_id} 200/id: format int32 → int64",
+        ),
+        (
+            lambda s: _schemas(s)["Id"].update(maximum=2**63 - 1),
+            f"GET /api/v1/products/{{product_id}} 200/id: maximum {2**31 - 1} → {2**63 - 1}",
+        ),
     ],
     ids=[
         "removed-operation",
@@ -115,6 +123,8 @@ def _replace_enum(schema: dict, **rules) -> None:
         "removed-request-media-type",
         "renamed-operation",
         "enum-replaced-by-narrower-rules",
+        "wider-response-format",
+        "wider-response-range",
     ],
 )
 def test_detector_reports_each_kind_of_breaking_change(change, expected):
