@@ -141,6 +141,18 @@ def test_the_login_split_is_reported_against_1_0_0():
     assert major(CURRENT) >= 2
 
 
+def test_the_64_bit_ledger_ids_are_reported_against_1_0_0():
+    """2.0.0: document and movement ids are int64 in responses; wider path ids break nothing."""
+    changes = breaking_changes(load(RELEASED / "1.0.0.yaml"), CURRENT)
+    for field in ("id", "document_id", "reversal_of"):
+        assert f"GET /api/v1/stock/movements/{{movement_id}} 200/{field}: format int32 → int64" in (
+            changes
+        )
+    assert "GET /api/v1/stock/documents/{document_id} 200/id: format int32 → int64" in changes
+    assert not [change for change in changes if "parameter" in change or "/product" in change]
+    assert major(CURRENT) >= 2
+
+
 def test_an_enum_replaced_by_rules_that_admit_its_values_is_not_breaking():
     """Like 1.0.0's grant_type `enum: [password]` becoming a string of at most 100."""
     changed = _spec()
