@@ -8,8 +8,9 @@ Breaking for existing clients (each reported with where it happened):
 - a request: a media type no longer accepted, a new required parameter or body field, a body
   field removed (bodies refuse unknown fields), a narrower type, enum, length, range or
   pattern (an enum replaced by rules only if they refuse one of its values);
-- a success response: a field removed or no longer always present, a wider type or enum
-  (clients may not handle the new values) or a newly nullable field.
+- a success response: a field removed or no longer always present, a wider type, format,
+  range or enum (clients may not handle the new values: an int64 id overflows an int32
+  field) or a newly nullable field.
 Adding operations, optional inputs or response fields is not breaking. Exit status 1 when
 something breaks and the major version did not move.
 """
@@ -31,6 +32,10 @@ NARROWING = {  # keyword: how the new value narrows what a request may send
     "minimum": lambda old, new: new > old,
     "maxItems": lambda old, new: new < old,
     "minItems": lambda old, new: new > old,
+}
+WIDENING = {  # keyword: how the new value widens what a response may hold (None: no bound)
+    "maximum": lambda old, new: new is None or new > old,
+    "minimum": lambda old, new: new is None or new < old,
 }
 
 
@@ -139,6 +144,11 @@ def _compare_response(old: Any, new: Any, where: str, r_old, r_new, out: list[st
         out.append(f"{where}: new values {sorted(set(new['enum']) - set(old['enum']), key=str)}")
     if new.get("nullable") and not old.get("nullable"):
         out.append(f"{where}: may now be null")
+    if old.get("format") and new.get("format") != old["format"]:
+        out.append(f"{where}: format {old['format']} → {new.get('format')}")
+    for keyword, wider in WIDENING.items():
+        if keyword in old and wider(old[keyword], new.get(keyword)):
+            out.append(f"{where}: {keyword} {old[keyword]} → {new.get(keyword)}")
     old_props, new_props = old.get("properties", {}), new.get("properties", {})
     for name in sorted(set(old.get("required", [])) - set(new.get("required", []))):
         out.append(f"{where}/{name}: no longer always present")

@@ -102,6 +102,14 @@ def _replace_enum(schema: dict, **rules) -> None:
             "POST /api/v1/stock/adjustments body/lines[]/reason: no longer accepts "
             "['count', 'damage', 'found', 'other']",
         ),
+        (
+            lambda s: _schemas(s)["Id"].update(format="int64"),
+            "GET /api/v1/products/{product_id} 200/id: format int32 → int64",
+        ),
+        (
+            lambda s: _schemas(s)["Id"].update(maximum=2**63 - 1),
+            f"GET /api/v1/products/{{product_id}} 200/id: maximum {2**31 - 1} → {2**63 - 1}",
+        ),
     ],
     ids=[
         "removed-operation",
@@ -115,6 +123,8 @@ def _replace_enum(schema: dict, **rules) -> None:
         "removed-request-media-type",
         "renamed-operation",
         "enum-replaced-by-narrower-rules",
+        "wider-response-format",
+        "wider-response-range",
     ],
 )
 def test_detector_reports_each_kind_of_breaking_change(change, expected):
@@ -128,6 +138,18 @@ def test_the_login_split_is_reported_against_1_0_0():
     changes = breaking_changes(load(RELEASED / "1.0.0.yaml"), CURRENT)
     assert "POST /api/v1/auth/token body application/json: no longer accepted" in changes
     assert "POST /api/v1/auth/token: operationId login → issueToken" in changes
+    assert major(CURRENT) >= 2
+
+
+def test_the_64_bit_ledger_ids_are_reported_against_1_0_0():
+    """2.0.0: document and movement ids are int64 in responses; wider path ids break nothing."""
+    changes = breaking_changes(load(RELEASED / "1.0.0.yaml"), CURRENT)
+    for field in ("id", "document_id", "reversal_of"):
+        assert f"GET /api/v1/stock/movements/{{movement_id}} 200/{field}: format int32 → int64" in (
+            changes
+        )
+    assert "GET /api/v1/stock/documents/{document_id} 200/id: format int32 → int64" in changes
+    assert not [change for change in changes if "parameter" in change or "/product" in change]
     assert major(CURRENT) >= 2
 
 

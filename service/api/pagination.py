@@ -17,7 +17,7 @@ from typing import Any, Generic, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from flask import request
-from sqlalchemy import Select, literal, tuple_
+from sqlalchemy import BigInteger, Select, literal, tuple_
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from service.api.responses import json_response
@@ -28,6 +28,7 @@ from service.problems import BadRequestProblem, parameter_error
 T = TypeVar("T")
 
 MAX_ID = 2**31 - 1  # ids are int32 (see the spec's Id schema)
+MAX_LEDGER_ID = 2**63 - 1  # document and movement ids are int64 (the spec's LedgerId)
 
 
 def _identity(value: Any) -> Any:
@@ -52,6 +53,18 @@ def _id_from_cursor(value: Any) -> int:
     return value
 
 
+def _ledger_id_from_cursor(value: Any) -> int:
+    if type(value) is not int or not 1 <= value <= MAX_LEDGER_ID:
+        raise ValueError("not a ledger row id")
+    return value
+
+
+def _id_decoder(column: InstrumentedAttribute) -> Callable[[Any], int]:
+    """A cursor's id checked against its column's range: 64-bit columns take 64-bit ids."""
+    # BigInteger().with_variant(Integer, "sqlite") is still a BigInteger here.
+    return _ledger_id_from_cursor if isinstance(column.type, BigInteger) else _id_from_cursor
+
+
 @dataclass(frozen=True)
 class SortKey:
     """One public sort order: the column it sorts on and how its values travel in a cursor."""
@@ -73,7 +86,7 @@ class SortKey:
             (self.column, id_column),
             self.descending,
             (self.to_cursor, _identity),
-            (self.from_cursor, _id_from_cursor),
+            (self.from_cursor, _id_decoder(id_column)),
         )
 
 
@@ -108,7 +121,8 @@ class Keyset:
     def of_ids(cls, name: str, *columns: InstrumentedAttribute) -> Keyset:
         """Ascending by id columns (e.g. product then location)."""
         count = len(columns)
-        return cls(name, columns, False, (_identity,) * count, (_id_from_cursor,) * count)
+        decoders = tuple(_id_decoder(column) for column in columns)
+        return cls(name, columns, False, (_identity,) * count, decoders)
 
     def values_of(self, row: Any) -> list[Any]:
         return [

@@ -24,6 +24,10 @@ from service.models.base import Base, ScaledDecimal, UTCDateTime
 Money = ScaledDecimal(4)
 # Moving-average unit costs carry 6 places, like products.average_cost.
 AverageCost = ScaledDecimal(6)
+# Document and movement ids (and every column holding one) are 64-bit: at a billion
+# movements a year, 32 bits last about two. SQLite's INTEGER is already 64-bit, and only
+# "INTEGER PRIMARY KEY" is the autoincrementing rowid, so it keeps that spelling there.
+LedgerId = BigInteger().with_variant(Integer, "sqlite")
 
 
 class StockDocument(Base):
@@ -31,7 +35,7 @@ class StockDocument(Base):
 
     __tablename__ = "stock_documents"
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = mapped_column(LedgerId, primary_key=True)
     kind: Mapped[str] = mapped_column(String(16), nullable=False)
     reference: Mapped[str | None] = mapped_column(String(100), nullable=True)
     note: Mapped[str | None] = mapped_column(Text, nullable=True)
@@ -69,9 +73,9 @@ class StockMovement(Base):
 
     __tablename__ = "stock_movements"
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = mapped_column(LedgerId, primary_key=True)
     document_id: Mapped[int] = mapped_column(
-        ForeignKey("stock_documents.id", ondelete="RESTRICT"), nullable=False
+        LedgerId, ForeignKey("stock_documents.id", ondelete="RESTRICT"), nullable=False
     )
     # Position of the request line this movement came from (both legs of a transfer share it).
     line_no: Mapped[int] = mapped_column(Integer, nullable=False)
@@ -94,7 +98,10 @@ class StockMovement(Base):
     reference: Mapped[str | None] = mapped_column(String(100), nullable=True)
     # The movement this one compensates; unique, so nothing is reversed twice.
     reversal_of: Mapped[int | None] = mapped_column(
-        ForeignKey("stock_movements.id", ondelete="RESTRICT"), nullable=True, unique=True
+        LedgerId,
+        ForeignKey("stock_movements.id", ondelete="RESTRICT"),
+        nullable=True,
+        unique=True,
     )
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, nullable=False)
     created_by_user_id: Mapped[int | None] = mapped_column(
