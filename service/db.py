@@ -173,12 +173,8 @@ class Replica:
             if getattr(dbapi_connection, "read_only", None) is not True:
                 dbapi_connection.read_only = True
 
-        self.sessionmaker = sessionmaker(
-            self.engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False
-        )
-        self.snapshot_sessionmaker = sessionmaker(
-            snapshot_engine(self.engine), expire_on_commit=False
-        )
+        # Reads here are reports and exports: one snapshot each (see Database.run_on_replica).
+        self.sessionmaker = sessionmaker(snapshot_engine(self.engine), expire_on_commit=False)
         self.max_lag_s = max_lag_s
         self.rest_s = rest_s
         self._resting_until = 0.0
@@ -346,7 +342,7 @@ class Database:
         replica = self.replica
         if replica is not None and replica.current():
             try:
-                return self._run_with(replica.snapshot_sessionmaker, work), REPLICA
+                return self._run_with(replica.sessionmaker, work), REPLICA
             except (DBAPIError, PoolTimeoutError) as exc:
                 replica.failed(exc)
         return self._run_with(self._snapshot_sessionmaker, work), PRIMARY
