@@ -13,8 +13,9 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import event
+from sqlalchemy import event, text
 
+from service.db import session as current_session
 from service.domain import checkpoints, ledger, reports
 from tests.helpers import assert_problem, create_category, create_location, create_product
 
@@ -943,14 +944,11 @@ def test_a_report_reads_one_snapshot_with_its_settings(database):
     """The report's PostgreSQL settings (``SET LOCAL``) hold for its query: reports read in
     a read-only snapshot transaction, where autocommit would drop them after one statement.
     Later reads on the same pool are back to the server's defaults."""
-    from sqlalchemy import text
-
-    from service.db import session
 
     def settings() -> tuple[str, ...]:
-        reports.prepare(session())
+        reports.prepare(current_session())
         return tuple(
-            session()
+            current_session()
             .execute(
                 text(
                     "SELECT current_setting('work_mem'), current_setting('jit'),"
@@ -962,7 +960,7 @@ def test_a_report_reads_one_snapshot_with_its_settings(database):
         )
 
     if database.engine.dialect.name != "postgresql":
-        assert database.run_on_replica(lambda: reports.prepare(session()))[0] == "sqlite"
+        assert database.run_on_replica(lambda: reports.prepare(current_session()))[0] == "sqlite"
         return
     (work_mem, jit, isolation, read_only), source = database.run_on_replica(settings)
     assert source == "primary"
@@ -970,7 +968,7 @@ def test_a_report_reads_one_snapshot_with_its_settings(database):
     assert (work_mem, jit) == (expected["work_mem"], expected["jit"])
     assert (isolation, read_only) == ("repeatable read", "on")
     after = database.run(
-        lambda: session().execute(text("SELECT current_setting('work_mem')")).scalar_one(),
+        lambda: current_session().execute(text("SELECT current_setting('work_mem')")).scalar_one(),
         write=False,
     )
     assert after != expected["work_mem"]
