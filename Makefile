@@ -15,6 +15,8 @@
 #   FORCE=1                         `make demo` adds the demo beside existing products
 #   DATABASE_URL                    database for `make run` (default: SQLite in var/)
 #   PYTEST_ARGS                     extra pytest arguments, e.g. PYTEST_ARGS="-k smoke -x"
+#   PYTEST_WORKERS                  parallel pytest processes (pytest-xdist; default: one per
+#                                   core, `auto`; 0 runs in this process)
 #   STOREKEEPER_TEST_POSTGRES_URL   admin URL that enables the PostgreSQL variants of the tests,
 #                                   e.g. postgresql+psycopg://postgres@127.0.0.1:5432/postgres
 #                                   (not set here; without it they are skipped locally and
@@ -34,6 +36,7 @@ STAMP := $(VENV)/.installed
 # First interpreter found; the version is checked in the recipe below.
 PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3 2>/dev/null || echo python3)
 PYTEST_ARGS ?=
+PYTEST_WORKERS ?= auto
 
 .PHONY: help venv install run test lint lint-spec sdk-check format contract clean
 
@@ -73,7 +76,7 @@ demo: $(STAMP) ## Load the demo catalog into an empty database (FORCE=1: beside 
 test: $(STAMP) lint-spec sdk-check ## ruff, the spec linters, sdk-check, pytest (PYTEST_ARGS passed through)
 	"$(BIN)/ruff" check .
 	"$(BIN)/ruff" format --check .
-	"$(BIN)/pytest" $(PYTEST_ARGS)
+	"$(BIN)/pytest" -n "$(PYTEST_WORKERS)" $(PYTEST_ARGS)
 
 NODE_STAMP := node_modules/.installed
 

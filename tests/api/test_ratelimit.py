@@ -1,9 +1,10 @@
 """Rate limits: login and password reset per address and per e-mail, writes per credential.
 
 Each test builds its own app with tight limits on the session's database (the shared ``app``
-fixture runs without limits). Redis tests use database 15 of the local server at
-``STOREKEEPER_TEST_REDIS_URL`` (default ``redis://127.0.0.1:6379/15``), flushed before and
-after; without a reachable Redis they are skipped locally and fail in CI (CI=true).
+fixture runs without limits). Redis tests use database 15 of the local server (14, 13, ...
+for parallel workers) at ``STOREKEEPER_TEST_REDIS_URL`` (default
+``redis://127.0.0.1:6379/15``), flushed before and after; without a reachable Redis they are
+skipped locally and fail in CI (CI=true).
 """
 
 from __future__ import annotations
@@ -59,7 +60,9 @@ def make_app(database_url) -> Iterator:
 
 @pytest.fixture()
 def redis_url() -> Iterator[str]:
-    url = os.environ.get(REDIS_ENV, "redis://127.0.0.1:6379/15")
+    # Parallel test workers (pytest-xdist: gw0, gw1, ...) flush databases of their own.
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+    url = os.environ.get(REDIS_ENV, f"redis://127.0.0.1:6379/{15 - worker}")
     connection = redis.Redis.from_url(url, socket_connect_timeout=1)
     try:
         connection.ping()
