@@ -35,11 +35,10 @@ from service.api.ratelimit import EXTENSION_KEY as RATE_LIMITS_KEY
 from service.api.ratelimit import RateLimitingResolver, RateLimitMiddleware, RateLimits
 from service.api.routing import middlewares as routing_middlewares
 from service.api.security import DatabaseScopeMiddleware
-from service.api.transaction import EXTENSION_KEY
+from service.api.transaction import EXTENSION_KEY, WEBHOOK_SETTINGS_KEY
 from service.api.validators import VALIDATORS
 from service.config import Settings
 from service.db import Database
-from service.db_faults import DatabaseTimeouts
 from service.problems import Problem
 
 
@@ -91,18 +90,7 @@ def create_app(settings: Settings | None = None) -> connexion.FlaskApp:
         # would serve a fully dereferenced copy).
         swagger_ui_options=SwaggerUIOptions(swagger_ui=False, serve_spec=False),
     )
-    database = Database(
-        settings.database_url,
-        sqlite_busy_timeout_ms=settings.sqlite_busy_timeout_ms,
-        timeouts=DatabaseTimeouts(
-            connect_s=settings.database_connect_timeout_s,
-            statement_ms=settings.database_statement_timeout_ms,
-            pool_s=settings.database_pool_timeout_s,
-        ),
-        replica_url=settings.database_replica_url,
-        replica_max_lag_s=settings.database_replica_max_lag_s,
-        replica_rest_s=settings.database_replica_rest_s,
-    )
+    database = Database.from_settings(settings)
     app.add_middleware(RequestIdMiddleware, position=MiddlewarePosition.BEFORE_EXCEPTION)
     # Just inside the error rendering, in front of everything that routes: `//`, `.`/`..`
     # segments and trailing slashes are a 404 problem (with the request id).
@@ -158,6 +146,7 @@ def create_app(settings: Settings | None = None) -> connexion.FlaskApp:
     )
     flask_app.extensions[EXTENSION_KEY] = database
     flask_app.extensions[RATE_LIMITS_KEY] = rate_limits
+    flask_app.extensions[WEBHOOK_SETTINGS_KEY] = settings.webhooks
     serve_spec(flask_app, settings.spec_path)
     init_docs(flask_app, settings.spec_path)
     refuse_unrouted_views(flask_app)

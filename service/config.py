@@ -71,6 +71,26 @@ Product import (service/domain/product_io.py, service/api/middleware/body_limit.
   read (by its Content-Length, or by counting a chunked body as it arrives). The import
   holds the whole body and its parsed rows in memory, so this bounds its memory too.
 
+Events and webhooks (service/domain/events.py, service/domain/delivery.py):
+
+- ``EVENT_RETENTION_DAYS`` (default ``30``): events older than this leave the feed (the worker
+  deletes them, with the finished deliveries of that age). A reader or an endpoint further
+  behind resumes at the oldest event kept.
+- ``WEBHOOK_ALLOW_PRIVATE_TARGETS`` (default ``false``): let webhooks target loopback,
+  private and link-local addresses. **Unsafe**: for tests and local development only
+  (service/domain/webhook_targets.py).
+- ``WEBHOOK_TIMEOUT`` (default ``10`` seconds): one attempt's time to connect and answer.
+- ``WEBHOOK_RETRY_BASE`` (default ``10`` s), ``WEBHOOK_RETRY_MAX_DELAY`` (default ``43200``,
+  12 h), ``WEBHOOK_RETRY_HORIZON`` (default ``259200``, 3 days): a failed attempt is retried
+  after base * 2^(attempts-1), at most the maximum, with ±20 % jitter (longer if the receiver
+  sent ``Retry-After``); an endpoint whose oldest undelivered event has failed for the horizon
+  is disabled, with the reason, and resumes with that event when re-enabled.
+- ``WEBHOOK_LEASE`` (default ``60`` s): how long a worker holds a delivery it is sending; a
+  worker that dies mid-delivery leaves it to another once the lease runs out.
+- ``WORKER_POLL_INTERVAL`` (default ``0.5`` s): how often an idle worker looks for work.
+- ``STOREKEEPER_SECRET_KEY``: the key(s) webhook secrets are encrypted with (see
+  service/domain/secrets.py); unset, a key file under ``var/`` is used.
+
 Mail (service/domain/outbox.py):
 
 - ``STOREKEEPER_LOG_MAIL_BODIES`` (default ``false``; development only): also log the body of
@@ -126,6 +146,33 @@ def _env_seconds(name: str, default: float) -> float:
     return number
 
 
+@dataclass(frozen=True)
+class WebhookSettings:
+    """Event retention and webhook delivery: see the module docstring."""
+
+    allow_private_targets: bool = False
+    timeout_s: float = 10.0
+    retry_base_s: float = 10.0
+    retry_max_delay_s: float = 12 * 3600.0
+    retry_horizon_s: float = 3 * 24 * 3600.0
+    lease_s: float = 60.0
+    poll_interval_s: float = 0.5
+    event_retention_days: float = 30.0
+
+    @classmethod
+    def from_env(cls) -> WebhookSettings:
+        return cls(
+            allow_private_targets=_env_bool("WEBHOOK_ALLOW_PRIVATE_TARGETS", False),
+            timeout_s=_env_seconds("WEBHOOK_TIMEOUT", cls.timeout_s),
+            retry_base_s=_env_seconds("WEBHOOK_RETRY_BASE", cls.retry_base_s),
+            retry_max_delay_s=_env_seconds("WEBHOOK_RETRY_MAX_DELAY", cls.retry_max_delay_s),
+            retry_horizon_s=_env_seconds("WEBHOOK_RETRY_HORIZON", cls.retry_horizon_s),
+            lease_s=_env_seconds("WEBHOOK_LEASE", cls.lease_s),
+            poll_interval_s=_env_seconds("WORKER_POLL_INTERVAL", cls.poll_interval_s),
+            event_retention_days=_env_seconds("EVENT_RETENTION_DAYS", cls.event_retention_days),
+        )
+
+
 def default_database_url() -> str:
     return f"sqlite:///{DEFAULT_SQLITE_PATH}"
 
@@ -159,6 +206,8 @@ class Settings:
     database_replica_url: str | None = None
     database_replica_max_lag_s: float = 30.0
     database_replica_rest_s: float = 30.0
+    # Events and webhooks: see the module docstring.
+    webhooks: WebhookSettings = field(default_factory=WebhookSettings)
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -195,6 +244,7 @@ class Settings:
             database_replica_rest_s=_env_seconds(
                 "DATABASE_REPLICA_REST", cls.database_replica_rest_s
             ),
+            webhooks=WebhookSettings.from_env(),
         )
 
 

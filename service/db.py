@@ -42,7 +42,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
@@ -59,6 +59,9 @@ from service.db_faults import (
     replica_fallback,
 )
 from service.problems import ServiceUnavailableProblem
+
+if TYPE_CHECKING:
+    from service.config import Settings
 
 T = TypeVar("T")
 logger = logging.getLogger("storekeeper.db")
@@ -283,6 +286,23 @@ class Database:
         # here instead; other processes still meet at BEGIN IMMEDIATE and the busy timeout.
         self._sqlite_writer = threading.Lock() if self.engine.dialect.name == "sqlite" else None
         self._writer_wait_s = sqlite_busy_timeout_ms / 1000
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, replica: bool = True) -> Database:
+        """The database ``settings`` describe, with its time bounds (and its replica, unless
+        ``replica`` is false: the worker only writes)."""
+        return cls(
+            settings.database_url,
+            sqlite_busy_timeout_ms=settings.sqlite_busy_timeout_ms,
+            timeouts=DatabaseTimeouts(
+                connect_s=settings.database_connect_timeout_s,
+                statement_ms=settings.database_statement_timeout_ms,
+                pool_s=settings.database_pool_timeout_s,
+            ),
+            replica_url=settings.database_replica_url if replica else None,
+            replica_max_lag_s=settings.database_replica_max_lag_s,
+            replica_rest_s=settings.database_replica_rest_s,
+        )
 
     @contextlib.contextmanager
     def _writer_turn(self, write: bool) -> Iterator[None]:

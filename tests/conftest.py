@@ -27,6 +27,8 @@ from service.domain.accounts import hash_password, issue_access_token
 from service.models import Base, User
 
 POSTGRES_ENV = "STOREKEEPER_TEST_POSTGRES_URL"
+# Webhook secrets are encrypted under this key in every test process and server it starts.
+os.environ.setdefault("STOREKEEPER_SECRET_KEY", "storekeeper-tests-only")
 BACKENDS = ("sqlite", "postgresql")
 
 

@@ -34,6 +34,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
 
 EXTENSION_KEY = "storekeeper.database"
+WEBHOOK_SETTINGS_KEY = "storekeeper.webhooks"
 DATA_SOURCE_HEADER = "X-Data-Source"
 _CHANGED_MEANWHILE = "The resource changed while this request ran; fetch it and retry."
 

@@ -13,6 +13,7 @@ from service.cli.products import export_group, import_group
 from service.cli.reports import report
 from service.cli.stock import stock as stock_group
 from service.cli.users import users as users_group
+from service.cli.worker import worker as worker_command
 from service.config import Settings
 
 
@@ -35,14 +36,38 @@ def main() -> None:
     "--migrate/--no-migrate", "run_migrations", default=True, help="Upgrade the database first."
 )
 @click.option("--reload", is_flag=True, help="Restart on code changes (development).")
-def serve(host: str, port: int, run_migrations: bool, reload: bool) -> None:
+@click.option(
+    "--worker/--no-worker",
+    "with_worker",
+    default=True,
+    show_default=True,
+    help="Deliver webhooks from this process too (the embedded default); in production run "
+    "`storekeeper worker` beside the servers instead.",
+)
+def serve(host: str, port: int, run_migrations: bool, reload: bool, with_worker: bool) -> None:
     """Serve the API with uvicorn (one process; use gunicorn for production)."""
+    import threading
+
     import uvicorn
 
     if run_migrations:
         migrate.upgrade()
+    stop = threading.Event()
+    if with_worker:
+        from service.cli.worker import run_worker
+
+        threading.Thread(
+            target=run_worker,
+            args=(Settings.from_env(),),
+            kwargs={"concurrency": 4, "stop": stop},
+            name="webhook-worker",
+            daemon=True,
+        ).start()
     click.echo(f"Storekeeper on http://{host}:{port}  (docs: http://{host}:{port}/apidocs/)")
-    uvicorn.run("service.asgi:app", host=host, port=port, reload=reload, proxy_headers=True)
+    try:
+        uvicorn.run("service.asgi:app", host=host, port=port, reload=reload, proxy_headers=True)
+    finally:
+        stop.set()
 
 
 @main.group()
@@ -78,6 +103,7 @@ main.add_command(users_group)
 main.add_command(report)
 main.add_command(import_group)
 main.add_command(export_group)
+main.add_command(worker_command)
 
 
 if __name__ == "__main__":

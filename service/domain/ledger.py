@@ -36,6 +36,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from service.domain import events
 from service.formats import utcnow
 from service.models import Location, Product, StockDocument, StockLevel, StockMovement
 from service.problems import (
@@ -45,6 +46,7 @@ from service.problems import (
     UnprocessableProblem,
     pointer_error,
 )
+from service.schemas.stock import document_body, low_stock_alert
 
 # stock_levels.on_hand is a 32-bit integer; refuse a receipt that would overflow it.
 MAX_ON_HAND = 2_000_000_000
@@ -117,7 +119,15 @@ MOVEMENTS = StockMovement.__table__
 def _lock_products(session: Session, product_ids: Iterable[int]) -> dict[int, Any]:
     """Lock the products' rows (ascending id); their current rows by id."""
     stmt = (
-        select(PRODUCTS.c.id, PRODUCTS.c.is_active, PRODUCTS.c.average_cost)
+        select(
+            PRODUCTS.c.id,
+            PRODUCTS.c.sku,
+            PRODUCTS.c.name,
+            PRODUCTS.c.is_active,
+            PRODUCTS.c.average_cost,
+            PRODUCTS.c.reorder_point,
+            PRODUCTS.c.reorder_quantity,
+        )
         .where(PRODUCTS.c.id.in_(sorted(set(product_ids))))
         .order_by(PRODUCTS.c.id)
         .with_for_update()
@@ -231,6 +241,7 @@ def post(session: Session, posting: Posting) -> Posted:
     _require_products(posting.changes, products, active=posting.require_active)
     levels = _lock_levels(session, ((c.product_id, c.location_id) for c in posting.changes))
     totals = {key[0]: int(level.product_total) for key, level in levels.items()}
+    totals_before = dict(totals)
 
     balances = {key: level.on_hand for key, level in levels.items()}
     shortages: list[dict[str, Any]] = []
@@ -340,7 +351,41 @@ def post(session: Session, posting: Posting) -> Posted:
                 updated_at=now,
             )
         )
-    return Posted(document, sorted(written, key=lambda row: row.id))
+    posted = Posted(document, sorted(written, key=lambda row: row.id))
+    _record_events(session, posting, posted, products, totals_before)
+    return posted
+
+
+def _record_events(
+    session: Session,
+    posting: Posting,
+    posted: Posted,
+    products: dict[int, Any],
+    totals_before: dict[int, int],
+) -> None:
+    """The document's events: posted, reversed (for a reversal), and each product whose
+    total on hand crossed its reorder point (low at or below it, restocked above it)."""
+    body = document_body(posted.document, posted.movements)
+    events.record(session, events.DOCUMENT_POSTED, body)
+    if posting.kind == "reversal":
+        reversed_ids = [c.reversal_of for c in posting.changes if c.reversal_of is not None]
+        events.record(
+            session,
+            events.MOVEMENT_REVERSED,
+            {"reversed_movement_ids": reversed_ids, "document": body},
+        )
+    after = dict(totals_before)
+    for change in posting.changes:
+        after[change.product_id] += change.quantity
+    for product_id in sorted(after):
+        product = products[product_id]
+        point = product.reorder_point
+        if point <= 0 or not product.is_active:
+            continue  # the low-stock alerts' rule: only active products with a point
+        was_low, is_low = totals_before[product_id] <= point, after[product_id] <= point
+        if was_low != is_low:
+            event_type = events.LEVEL_LOW if is_low else events.LEVEL_RESTOCKED
+            events.record(session, event_type, low_stock_alert(product, after[product_id]))
 
 
 # --- reversals -------------------------------------------------------------------------------

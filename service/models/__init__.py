@@ -3,6 +3,13 @@
 from service.models.auth import AccessToken, ApiKey, OutboxMessage, PasswordResetToken, User
 from service.models.base import Base
 from service.models.category import Category
+from service.models.event import (
+    Event,
+    EventSequence,
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookEndpoint,
+)
 from service.models.idempotency import IdempotencyRecord
 from service.models.location import Location
 from service.models.product import Product
@@ -19,6 +26,8 @@ __all__ = [
     "ApiKey",
     "Base",
     "Category",
+    "Event",
+    "EventSequence",
     "IdempotencyRecord",
     "Location",
     "OutboxMessage",
@@ -30,4 +39,7 @@ __all__ = [
     "StockLevel",
     "StockMovement",
     "User",
+    "WebhookAttempt",
+    "WebhookDelivery",
+    "WebhookEndpoint",
 ]

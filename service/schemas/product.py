@@ -4,6 +4,7 @@ from marshmallow import fields
 
 from service.models import Product
 from service.schemas.base import SERVER_MANAGED, InputSchema, OutputSchema
+from service.schemas.rows import RowShape
 
 
 class ProductSchema(OutputSchema):
@@ -18,3 +19,7 @@ class ProductInputSchema(InputSchema):
     class Meta(InputSchema.Meta):
         model = Product
         exclude = (*SERVER_MANAGED, "sku_key", "average_cost")
+
+
+# Products as ProductSchema dumps them, from plain column rows (lists, the import's events).
+PRODUCT_ROWS = RowShape(ProductSchema(), Product)

@@ -23,10 +23,8 @@ from service.problems import (
     UnsupportedMediaTypeProblem,
     pointer_error,
 )
-from service.schemas.product import ProductInputSchema, ProductSchema
-from service.schemas.rows import RowShape
+from service.schemas.product import PRODUCT_ROWS, ProductInputSchema, ProductSchema
 
-PRODUCT_ROWS = RowShape(ProductSchema(), Product)
 SORTS = sort_keys(
     ("name", Product.name),
     ("sku", Product.sku_key),

@@ -26,11 +26,15 @@ from service.problems import (
     pointer_error,
 )
 from service.schemas.rows import RowShape
-from service.schemas.stock import StockDocumentSchema, StockLevelSchema, StockMovementSchema
+from service.schemas.stock import (
+    MOVEMENT_ROWS,
+    StockDocumentSchema,
+    StockLevelSchema,
+    StockMovementSchema,
+    document_body,
+    low_stock_alert,
+)
 
-MOVEMENT_ROWS = RowShape(StockMovementSchema(), StockMovement)
-# A document as StockDocumentSchema dumps it: its movements first, then its own columns.
-DOCUMENT_ROWS = RowShape(StockDocumentSchema(exclude=("movements",)), StockDocument)
 LEVEL_ROWS = RowShape(StockLevelSchema(), StockLevel)
 MOVEMENT_SORTS = sort_keys(("created_at", StockMovement.created_at, "datetime"))
 # The spec promises levels "by product then location": (product_id, location_id) is unique.
@@ -39,10 +43,7 @@ ALERT_ORDER = Keyset.of_ids("product_id", Product.id)
 
 
 def _created(posted: ledger.Posted):
-    body = {
-        "movements": MOVEMENT_ROWS.dump(posted.movements),
-        **DOCUMENT_ROWS.dump_one(posted.document),
-    }
+    body = document_body(posted.document, posted.movements)
     return json_response(body, 201, {"Location": f"/api/v1/stock/documents/{posted.id}"})
 
 
@@ -274,19 +275,4 @@ def list_low_stock_alerts(limit: int = 50, cursor: str | None = None):
 
 
 def _alerts(rows: Sequence[Any]) -> list[dict[str, Any]]:
-    return [_alert(row, int(row.total_on_hand)) for row in rows]
-
-
-def _alert(product: Any, on_hand: int) -> dict[str, Any]:
-    """An alert from a product row (plain columns) and its total on hand."""
-    return {
-        "product_id": product.id,
-        "sku": product.sku,
-        "name": product.name,
-        "total_on_hand": on_hand,
-        "reorder_point": product.reorder_point,
-        "reorder_quantity": product.reorder_quantity,
-        "suggested_reorder_quantity": max(
-            product.reorder_quantity, product.reorder_point - on_hand
-        ),
-    }
+    return [low_stock_alert(row, int(row.total_on_hand)) for row in rows]

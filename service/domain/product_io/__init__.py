@@ -61,6 +61,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from service.db import snapshot_engine
+from service.domain import events
 from service.domain.catalog import ProductFilter
 from service.formats import (
     CSV,
@@ -91,6 +92,7 @@ from service.schema_check import (
     quick_check,
     request_validator,
 )
+from service.schemas.product import PRODUCT_ROWS
 from service.spec import schema as spec_schema
 
 FORMATS = {"csv": CSV, "json": JSON}
@@ -471,6 +473,8 @@ class ImportPlan:
     rows: int = 0
     creates: list[dict[str, Any]] = field(default_factory=list)
     updates: list[dict[str, Any]] = field(default_factory=list)
+    # Ids of updated products that the import archives (is_active from true to false).
+    archives: set[int] = field(default_factory=set)
     unchanged: int = 0
 
     def counts(self, dry_run: bool) -> dict[str, Any]:
@@ -673,6 +677,8 @@ def plan_import(
         if not changed:
             plan.unchanged += 1
             continue
+        if changed.get("is_active") is False:
+            plan.archives.add(current.id)
         plan.updates.append(
             {
                 **{name: getattr(current, name) for name in WRITTEN_FIELDS},
@@ -711,6 +717,28 @@ def apply_plan(session: Session, plan: ImportPlan, progress: Progress | None = N
             )
         if progress is not None:
             progress(len(chunk))
+    _record_events(session, plan)
+
+
+def _record_events(session: Session, plan: ImportPlan) -> None:
+    """product.created, .updated or .archived for every product written, as it now is."""
+    shape = PRODUCT_ROWS
+    table = Product.__table__
+    created = [values["sku_key"] for values in plan.creates]
+    for chunk in _chunks(created, LOOKUP_CHUNK):
+        rows = session.execute(
+            shape.select().where(table.c.sku_key.in_(chunk)).order_by(table.c.id)
+        ).all()
+        for item in shape.dump(rows):
+            events.record(session, "product.created", item)
+    updated = [values["b_id"] for values in plan.updates]
+    for chunk in _chunks(updated, LOOKUP_CHUNK):
+        rows = session.execute(
+            shape.select().where(table.c.id.in_(chunk)).order_by(table.c.id)
+        ).all()
+        for row, item in zip(rows, shape.dump(rows), strict=True):
+            kind = "archived" if row.id in plan.archives else "updated"
+            events.record(session, f"product.{kind}", item)
 
 
 def import_rows(
