@@ -186,6 +186,8 @@ class World:
     receipt: dict  # the stock document; its movement exists
     user: dict  # a viewer that can log in with LOGIN_PASSWORD
     api_key: dict
+    webhook: dict  # an endpoint with one delivery on record
+    webhook_delivery_id: int
     lists: dict[str, list[dict]]  # categories, products, locations, movements: every item
     valuation: dict  # the valuation report now
     logout_tokens: list[str] = field(default_factory=list)
@@ -208,11 +210,17 @@ class World:
             "movement_id": self.movement_id,
             "user_id": self.user["id"],
             "key_id": self.api_key["id"],
+            "webhook_id": self.webhook["id"],
+            "delivery_id": self.webhook_delivery_id,
         }
 
 
 def in_days(days: int) -> str:
     return (utcnow() + timedelta(days=days)).isoformat()
+
+
+# A public address literal: the target guard accepts it without DNS (nothing is sent to it).
+PUBLIC_WEBHOOK_URL = "https://93.184.215.14/hooks/storekeeper"
 
 
 # The body a correct request of each operation would send (the variants break it).
@@ -266,6 +274,13 @@ VALID_BODIES: dict[str, Callable[[World], Any]] = {
     "updateUser": lambda w: {"name": "Corpus renamed"},
     "createApiKey": lambda w: {"name": "Corpus key 2", "role": "viewer", "expires_at": in_days(30)},
     "importProducts": lambda w: [{"sku": "CORPUS-IMP", "name": "Imported", "reorder_point": 3}],
+    "createWebhook": lambda w: {
+        "url": PUBLIC_WEBHOOK_URL,
+        "event_types": ["stock.document.posted"],
+        "description": "Corpus hook 2",
+    },
+    "updateWebhook": lambda w: {"description": "Corpus renamed", "enabled": False},
+    "rotateWebhookSecret": lambda w: {"overlap_seconds": 60},
 }
 VALID_CSV = b"sku,name,reorder_point\nCORPUS-IMP,Imported,3\n"
 # The CSV import's form (multipart/form-data, one part "file").
@@ -385,10 +400,15 @@ def leaf_targets(schema: dict, value: Any, path: tuple = ()) -> Iterator[tuple[t
 
 
 def text_target(schema: dict, body: Any) -> tuple:
-    for path, leaf in leaf_targets(schema, body):
+    """The first string field; for a body without one, its first field (text where a number
+    belongs is hostile input too)."""
+    leaves = list(leaf_targets(schema, body))
+    for path, leaf in leaves:
         if leaf.get("type") == "string":
             return path
-    raise AssertionError(f"no string field in {body!r}")
+    if not leaves:
+        raise AssertionError(f"no field in {body!r}")
+    return leaves[0][0]
 
 
 def number_target(schema: dict, body: Any) -> tuple:
@@ -873,8 +893,10 @@ class CorpusBuilder:
         def valid(w: World) -> Any:
             return VALID_BODIES[op.operation_id](w)
 
-        text_at = text_target(schema, VALID_BODIES[op.operation_id](_PLACEHOLDER_WORLD))
-        number_at = number_target(schema, VALID_BODIES[op.operation_id](_PLACEHOLDER_WORLD))
+        example = VALID_BODIES[op.operation_id](_PLACEHOLDER_WORLD)
+        text_at = text_target(schema, example)
+        number_at = number_target(schema, example)
+        has_text = any(leaf.get("type") == "string" for _, leaf in leaf_targets(schema, example))
 
         self.add(op, "broken-json", changed(lambda w: encode_json(valid(w))[:-2]))
         self.add(op, "trailing-garbage", changed(lambda w: encode_json(valid(w)) + b" xyz"))
@@ -937,10 +959,12 @@ class CorpusBuilder:
                     f"timestamp-overflow:{far}:{pointer(target)}",
                     changed(lambda w, t=target, v=value: encode_json(set_at(valid(w), t, v))),
                 )
+        # A number where text belongs; for a body without text, an object in its number.
+        wrong = 12345 if has_text else {"n": 1}
         self.add(
             op,
             f"wrong-type:{pointer(text_at)}",
-            changed(lambda w: encode_json(set_at(valid(w), text_at, 12345))),
+            changed(lambda w: encode_json(set_at(valid(w), text_at, wrong))),
         )
         if number_at != text_at:
             self.add(
@@ -1164,7 +1188,7 @@ class _Placeholder(dict):
 
 
 _PLACEHOLDER_WORLD = World(
-    *(_Placeholder() for _ in range(10)),
+    *(_Placeholder() for _ in range(12)),
     lists={},
     valuation={},
 )

@@ -19,20 +19,23 @@ import collections
 import itertools
 import json
 import time
+from datetime import timedelta
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import inspect, text
+from sqlalchemy import inspect, select, text
 
 from service.config import PROJECT_ROOT
 from service.domain.accounts import issue_access_token
-from service.models import User
+from service.formats import utcnow
+from service.models import Event, User, WebhookDelivery
 from tests.api.malformed_corpus import (
     EXPECT_2XX,
     EXPECT_4XX,
     LOGIN_PASSWORD,
+    PUBLIC_WEBHOOK_URL,
     Case,
     World,
     build_corpus,
@@ -107,6 +110,12 @@ def seed_world(client, database) -> World:
             json={"name": "Corpus key", "role": "viewer", "expires_at": in_days(30)},
         )
     )
+    webhook = created(
+        client.post(
+            "/api/v1/webhooks", json={"url": PUBLIC_WEBHOOK_URL, "description": "Corpus hook"}
+        )
+    )
+    webhook_delivery_id = record_failed_delivery(database, webhook["id"])
     valuation = client.get("/api/v1/reports/valuation")
     assert valuation.status_code == 200, valuation.text
     world = World(
@@ -120,6 +129,8 @@ def seed_world(client, database) -> World:
         receipt=receipt,
         user=user,
         api_key=api_key,
+        webhook=webhook,
+        webhook_delivery_id=webhook_delivery_id,
         lists={
             name: walk_pages(client, f"/api/v1/{path}", limit=200)
             for name, path in (
@@ -140,6 +151,25 @@ def seed_world(client, database) -> World:
             for _ in range(sum(case.needs_logout_token for case in CORPUS))
         ]
     return world
+
+
+def record_failed_delivery(database, webhook_id: int) -> int:
+    """A delivery of the newest event that failed once, as the worker would have left it."""
+    with database.transaction() as session:
+        event = session.scalars(select(Event).order_by(Event.sequence.desc()).limit(1)).one()
+        delivery = WebhookDelivery(
+            endpoint_id=webhook_id,
+            event_sequence=event.sequence,
+            event_id=event.id,
+            event_type=event.type,
+            redelivery=False,
+            status="pending",
+            attempt_count=1,
+            next_attempt_at=utcnow() + timedelta(hours=1),
+        )
+        session.add(delivery)
+        session.flush()
+        return delivery.id
 
 
 # --- the database, table by table ---------------------------------------------------------
