@@ -19,8 +19,8 @@ import collections
 import itertools
 import json
 import time
-from datetime import timedelta
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
