@@ -136,13 +136,13 @@ def _env_int(name: str, default: int, *, minimum: int) -> int:
     return number
 
 
-def _env_seconds(name: str, default: float) -> float:
+def _env_seconds(name: str, default: float, unit: str = "seconds") -> float:
     value = os.environ.get(name)
     if value is None or value.strip() == "":
         return default
     number = float(value)
     if not number > 0 or number == float("inf"):
-        raise ValueError(f"{name} must be a positive number of seconds, not {value!r}")
+        raise ValueError(f"{name} must be a positive number of {unit}, not {value!r}")
     return number
 
 
@@ -169,7 +169,9 @@ class WebhookSettings:
             retry_horizon_s=_env_seconds("WEBHOOK_RETRY_HORIZON", cls.retry_horizon_s),
             lease_s=_env_seconds("WEBHOOK_LEASE", cls.lease_s),
             poll_interval_s=_env_seconds("WORKER_POLL_INTERVAL", cls.poll_interval_s),
-            event_retention_days=_env_seconds("EVENT_RETENTION_DAYS", cls.event_retention_days),
+            event_retention_days=_env_seconds(
+                "EVENT_RETENTION_DAYS", cls.event_retention_days, unit="days"
+            ),
         )
 
 
