@@ -8,8 +8,8 @@ and keep the old one until every endpoint's secret has been rotated (a rotation 
 under the first key).
 
 Unset, the key is read from (or, the first time, written to) the file named by
-``STOREKEEPER_SECRET_KEY_FILE`` (default ``var/secret-key``, mode 0600): good for one machine
-(``make run``, where the server and its worker share the file), not for several. Set the
+``STOREKEEPER_SECRET_KEY_FILE`` (default ``var/secret-key`` in the project, mode 0600): good for
+one machine (``make run``, where the server and its worker share the file), not for several. Set the
 variable in production.
 """
 
@@ -24,9 +24,11 @@ from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
+from service.config import PROJECT_ROOT
+
 SECRET_KEY_ENV = "STOREKEEPER_SECRET_KEY"
 SECRET_KEY_FILE_ENV = "STOREKEEPER_SECRET_KEY_FILE"
-DEFAULT_SECRET_KEY_FILE = "var/secret-key"
+DEFAULT_SECRET_KEY_FILE = str(PROJECT_ROOT / "var" / "secret-key")
 
 
 class SecretKeyError(RuntimeError):
