@@ -16,6 +16,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException
 
 from service import spec
+from service.api import transaction
 from service.api.docs import DOCS_ROUTE, init_docs, serve_spec
 from service.api.docs import TEMPLATES as DOCS_TEMPLATES
 from service.api.http_facts import register_spec_paths
@@ -34,7 +35,7 @@ from service.api.problem_handlers import (
 from service.api.ratelimit import EXTENSION_KEY as RATE_LIMITS_KEY
 from service.api.ratelimit import RateLimitingResolver, RateLimitMiddleware, RateLimits
 from service.api.routing import middlewares as routing_middlewares
-from service.api.security import DatabaseScopeMiddleware
+from service.api.security import CREDENTIALS_KEY, RecentCredentials, SecurityScopeMiddleware
 from service.api.transaction import EXTENSION_KEY, WEBHOOK_SETTINGS_KEY
 from service.api.validators import VALIDATORS
 from service.config import Settings
@@ -52,7 +53,9 @@ def _resolve_handler(dotted: str):
     operationIds stay camelCase for generated SDKs; the Python functions stay snake_case.
     """
     module, _, operation_id = dotted.rpartition(".")
-    return get_function_from_name(f"{module}.{_snake_case(operation_id)}")
+    handler = get_function_from_name(f"{module}.{_snake_case(operation_id)}")
+    # Every operation confirms a credential answered from memory before its handler acts.
+    return transaction.credential_confirmed(handler)
 
 
 def configure_logging(level: str) -> None:
@@ -99,8 +102,12 @@ def create_app(settings: Settings | None = None) -> connexion.FlaskApp:
     )
     # Also before routing: oversized headers are a 431 problem.
     app.add_middleware(HeaderLimitMiddleware, position=MiddlewarePosition.BEFORE_SWAGGER)
+    credentials = RecentCredentials()
     app.add_middleware(
-        DatabaseScopeMiddleware, position=MiddlewarePosition.BEFORE_SECURITY, database=database
+        SecurityScopeMiddleware,
+        position=MiddlewarePosition.BEFORE_SECURITY,
+        database=database,
+        credentials=credentials,
     )
     # After security (401/403 first), before validation reads the body: its size (413), then
     # its media type and charset against the spec's requestBody (415).
@@ -145,6 +152,7 @@ def create_app(settings: Settings | None = None) -> connexion.FlaskApp:
         settings.max_body_bytes, settings.import_max_bytes
     )
     flask_app.extensions[EXTENSION_KEY] = database
+    flask_app.extensions[CREDENTIALS_KEY] = credentials
     flask_app.extensions[RATE_LIMITS_KEY] = rate_limits
     flask_app.extensions[WEBHOOK_SETTINGS_KEY] = settings.webhooks
     serve_spec(flask_app, settings.spec_path)

@@ -21,7 +21,9 @@ from flask import Response, current_app, request
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm.exc import StaleDataError
 
+from service.api import security
 from service.db import Database, is_lock_timeout, session
+from service.domain.accounts import Principal
 from service.problems import (
     ConcurrentChangeProblem,
     ConflictProblem,
@@ -34,6 +36,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
 
 EXTENSION_KEY = "storekeeper.database"
+# Set on unit_of_work's wrappers: they confirm the credential in their own transaction.
+CONFIRMS_CREDENTIAL = "storekeeper_confirms_credential"
 WEBHOOK_SETTINGS_KEY = "storekeeper.webhooks"
 DATA_SOURCE_HEADER = "X-Data-Source"
 _CHANGED_MEANWHILE = "The resource changed while this request ran; fetch it and retry."
@@ -45,13 +49,25 @@ def get_database() -> Database:
 
 
 def unit_of_work(handler: F) -> F:
-    """Run an operation handler in one transaction; map database conflicts to problems."""
+    """Run an operation handler in one transaction; map database conflicts to problems.
+
+    The transaction's first statement confirms a credential the security layer answered from
+    memory (:func:`service.api.security.confirm_credential`): on the handler's connection."""
 
     @functools.wraps(handler)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         write = request.method not in {"GET", "HEAD", "OPTIONS"}
+        confirmed: list[Principal] = []
+
+        def work() -> Any:
+            principal = security.confirm_credential()
+            if principal is not None:
+                confirmed.append(principal)
+            return handler(*args, **kwargs)
+
+        database = get_database()
         try:
-            return get_database().run(lambda: handler(*args, **kwargs), write=write)
+            return database.run(work, write=write)
         except StaleDataError as exc:
             # Another request updated the row between our read and our write.
             if request.headers.get("If-Match"):
@@ -70,6 +86,27 @@ def unit_of_work(handler: F) -> F:
                     "The database is busy; retry the request shortly.", retry_after=1
                 ) from exc
             raise
+        finally:
+            if confirmed:
+                security.record_use(database, confirmed[0])
+
+    setattr(wrapper, CONFIRMS_CREDENTIAL, True)
+    return wrapper  # type: ignore[return-value]
+
+
+def credential_confirmed(handler: F) -> F:
+    """``handler`` preceded by its own short read confirming the request's credential, unless
+    it confirms it in its unit of work already (:func:`unit_of_work`). Applied to every
+    operation by the app's resolver; a replica read confirms on the primary."""
+    if getattr(handler, CONFIRMS_CREDENTIAL, False):
+        return handler
+
+    @functools.wraps(handler)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        database = get_database()
+        principal = database.run(security.confirm_credential, write=False)
+        security.record_use(database, principal)
+        return handler(*args, **kwargs)
 
     return wrapper  # type: ignore[return-value]
 

@@ -151,12 +151,27 @@ def revoke_user_credentials(
         )
 
 
+def credential_key(secret: str) -> str | None:
+    """What identifies a bearer secret without holding it: its kind's prefix and its digest
+    (None for a string that is no credential of ours)."""
+    for prefix in (TOKEN_PREFIX, API_KEY_PREFIX):
+        if secret.startswith(prefix):
+            return prefix + digest(secret)
+    return None
+
+
 def authenticate(session: Session, secret: str) -> Principal | None:
     """The principal behind a bearer secret, or None if it is unknown, expired or revoked."""
+    key = credential_key(secret)
+    return authenticate_key(session, key) if key is not None else None
+
+
+def authenticate_key(session: Session, key: str) -> Principal | None:
+    """:func:`authenticate` for a :func:`credential_key`."""
     now = utcnow()
     # Every authenticated request runs this: plain column rows, no ORM instances.
     connection = session.connection()
-    if secret.startswith(TOKEN_PREFIX):
+    if key.startswith(TOKEN_PREFIX):
         row = connection.execute(
             select(
                 AccessToken.id,
@@ -167,14 +182,14 @@ def authenticate(session: Session, secret: str) -> Principal | None:
                 User.is_active,
             )
             .join(User, User.id == AccessToken.user_id)
-            .where(AccessToken.token_hash == digest(secret))
+            .where(AccessToken.token_hash == key.removeprefix(TOKEN_PREFIX))
         ).first()
         if row is None or row.revoked_at is not None or row.expires_at <= now:
             return None
         if not row.is_active:
             return None
         return Principal(row.user_id, row.role, "access_token", row.id)
-    if secret.startswith(API_KEY_PREFIX):
+    if key.startswith(API_KEY_PREFIX):
         row = connection.execute(
             select(
                 ApiKey.id,
@@ -187,7 +202,7 @@ def authenticate(session: Session, secret: str) -> Principal | None:
                 User.is_active,
             )
             .join(User, User.id == ApiKey.created_by_user_id)
-            .where(ApiKey.secret_hash == digest(secret))
+            .where(ApiKey.secret_hash == key.removeprefix(API_KEY_PREFIX))
         ).first()
         if row is None or row.revoked_at is not None or row.expires_at <= now:
             return None
