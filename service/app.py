@@ -5,11 +5,18 @@ from __future__ import annotations
 import json
 import logging
 import re
+from functools import partial
 
 import connexion
 from connexion.exceptions import ProblemException
 from connexion.jsonifier import Jsonifier
-from connexion.middleware import MiddlewarePosition
+from connexion.middleware.context import ContextMiddleware
+from connexion.middleware.exceptions import ExceptionMiddleware
+from connexion.middleware.lifespan import LifespanMiddleware
+from connexion.middleware.request_validation import RequestValidationMiddleware
+from connexion.middleware.response_validation import ResponseValidationMiddleware
+from connexion.middleware.security import SecurityMiddleware
+from connexion.middleware.server_error import ServerErrorMiddleware
 from connexion.options import SwaggerUIOptions
 from connexion.utils import get_function_from_name
 from sqlalchemy.exc import SQLAlchemyError
@@ -34,7 +41,7 @@ from service.api.problem_handlers import (
 )
 from service.api.ratelimit import EXTENSION_KEY as RATE_LIMITS_KEY
 from service.api.ratelimit import RateLimitingResolver, RateLimitMiddleware, RateLimits
-from service.api.routing import middlewares as routing_middlewares
+from service.api.routing import UntypedPathRoutingMiddleware
 from service.api.security import CREDENTIALS_KEY, RecentCredentials, SecurityScopeMiddleware
 from service.api.transaction import EXTENSION_KEY, WEBHOOK_SETTINGS_KEY
 from service.api.validators import VALIDATORS
@@ -65,16 +72,61 @@ def configure_logging(level: str) -> None:
     )
 
 
+def _middleware_stack(
+    settings: Settings,
+    database: Database,
+    credentials: RecentCredentials,
+    rate_limits: RateLimits,
+) -> list:
+    """connexion's ASGI middlewares and ours, outermost first, in the order a request meets
+    them. connexion's SwaggerUIMiddleware is left out (flasgger serves the docs and
+    ``service.api.docs`` the spec), and its response validation unless it is switched on."""
+    return [
+        ServerErrorMiddleware,
+        # Every answer carries the request id, problems included.
+        RequestIdMiddleware,
+        ExceptionMiddleware,
+        # Inside the error rendering, in front of everything that routes: `//`, `.`/`..`
+        # segments and trailing slashes are a 404 problem; oversized headers a 431.
+        partial(PathGuardMiddleware, slash_routes={DOCS_ROUTE}),
+        HeaderLimitMiddleware,
+        # A malformed path id is routed and refused by validation (400), not a bare 404.
+        UntypedPathRoutingMiddleware,
+        partial(SecurityScopeMiddleware, database=database, credentials=credentials),
+        SecurityMiddleware,
+        # After security (401/403 first), before validation reads the body: its size (413),
+        # then its media type and charset against the spec's requestBody (415).
+        partial(
+            BodyLimitMiddleware,
+            default=settings.max_body_bytes,
+            limits={
+                "importProducts": settings.import_max_bytes,
+                "importProductsCsv": settings.import_max_bytes,
+            },
+        ),
+        partial(MediaTypeMiddleware, contracts=body_contracts(spec.document(settings.spec_path))),
+        # Then the rate limits (429), still before validation: a flood of invalid bodies is
+        # refused without validating each. After security: writes count per credential.
+        partial(RateLimitMiddleware, limits=rate_limits),
+        partial(DisconnectWatchMiddleware, operations={"exportProducts"}),
+        RequestValidationMiddleware,
+        *([ResponseValidationMiddleware] if settings.validate_responses else []),
+        LifespanMiddleware,
+        ContextMiddleware,
+    ]
+
+
 def create_app(settings: Settings | None = None) -> connexion.FlaskApp:
     settings = settings or Settings.from_env()
     configure_logging(settings.log_level)
 
     rate_limits = RateLimits(settings)
+    database = Database.from_settings(settings)
+    credentials = RecentCredentials()
     app = connexion.FlaskApp(
         __name__,
         server_args={"template_folder": str(DOCS_TEMPLATES)},
-        # A malformed path id is routed and refused by validation (400), not a bare 404.
-        middlewares=routing_middlewares(),
+        middlewares=_middleware_stack(settings, database, credentials, rate_limits),
     )
     # Flask matches only the exact spelling of a route: no merged `//`, and (strict slashes)
     # no trailing `/` on a slash-less rule. PathGuardMiddleware refuses both before routing.
@@ -88,52 +140,9 @@ def create_app(settings: Settings | None = None) -> connexion.FlaskApp:
         validate_responses=settings.validate_responses,
         validator_map=VALIDATORS,
         jsonifier=Jsonifier(json, separators=(",", ":")),
-        # flasgger serves the one docs UI (/apidocs); connexion serves the raw spec.
         # flasgger serves the docs UI; service.api.docs serves the spec as written (connexion
         # would serve a fully dereferenced copy).
         swagger_ui_options=SwaggerUIOptions(swagger_ui=False, serve_spec=False),
-    )
-    database = Database.from_settings(settings)
-    app.add_middleware(RequestIdMiddleware, position=MiddlewarePosition.BEFORE_EXCEPTION)
-    # Just inside the error rendering, in front of everything that routes: `//`, `.`/`..`
-    # segments and trailing slashes are a 404 problem (with the request id).
-    app.add_middleware(
-        PathGuardMiddleware, position=MiddlewarePosition.BEFORE_SWAGGER, slash_routes={DOCS_ROUTE}
-    )
-    # Also before routing: oversized headers are a 431 problem.
-    app.add_middleware(HeaderLimitMiddleware, position=MiddlewarePosition.BEFORE_SWAGGER)
-    credentials = RecentCredentials()
-    app.add_middleware(
-        SecurityScopeMiddleware,
-        position=MiddlewarePosition.BEFORE_SECURITY,
-        database=database,
-        credentials=credentials,
-    )
-    # After security (401/403 first), before validation reads the body: its size (413), then
-    # its media type and charset against the spec's requestBody (415).
-    app.add_middleware(
-        BodyLimitMiddleware,
-        position=MiddlewarePosition.BEFORE_VALIDATION,
-        default=settings.max_body_bytes,
-        limits={
-            "importProducts": settings.import_max_bytes,
-            "importProductsCsv": settings.import_max_bytes,
-        },
-    )
-    app.add_middleware(
-        MediaTypeMiddleware,
-        position=MiddlewarePosition.BEFORE_VALIDATION,
-        contracts=body_contracts(spec.document(settings.spec_path)),
-    )
-    # Then the rate limits (429), still before validation: a flood of invalid bodies is
-    # refused without validating each. After security: writes count per credential.
-    app.add_middleware(
-        RateLimitMiddleware, position=MiddlewarePosition.BEFORE_VALIDATION, limits=rate_limits
-    )
-    app.add_middleware(
-        DisconnectWatchMiddleware,
-        position=MiddlewarePosition.BEFORE_VALIDATION,
-        operations={"exportProducts"},
     )
     app.add_error_handler(Problem, handle_problem)
     app.add_error_handler(ProblemException, handle_problem)

@@ -75,13 +75,3 @@ class UntypedPathRoutingMiddleware(RoutingMiddleware):
             if isinstance(route, starlette.routing.Mount) and route.path == api.base_path:
                 route.app.default = api.router
         self.router.mount(api.base_path, app=api.router)
-
-
-def middlewares() -> list[t.Any]:
-    """connexion's middleware stack with this router in place of its own."""
-    from connexion.middleware.main import ConnexionMiddleware
-
-    return [
-        UntypedPathRoutingMiddleware if middleware is RoutingMiddleware else middleware
-        for middleware in ConnexionMiddleware.default_middlewares
-    ]

@@ -21,7 +21,7 @@ from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from service.formats import utcnow
@@ -166,23 +166,43 @@ def authenticate(session: Session, secret: str) -> Principal | None:
     return authenticate_key(session, key) if key is not None else None
 
 
+# Built once: every authenticated request runs one of these, and building a statement costs
+# more than executing it. Plain column rows, no ORM instances.
+_TOKEN_LOOKUP = (
+    select(
+        AccessToken.id,
+        AccessToken.revoked_at,
+        AccessToken.expires_at,
+        User.id.label("user_id"),
+        User.role,
+        User.is_active,
+    )
+    .join(User, User.id == AccessToken.user_id)
+    .where(AccessToken.token_hash == bindparam("secret_digest"))
+)
+_API_KEY_LOOKUP = (
+    select(
+        ApiKey.id,
+        ApiKey.role.label("key_role"),
+        ApiKey.revoked_at,
+        ApiKey.expires_at,
+        ApiKey.last_used_at,
+        User.id.label("user_id"),
+        User.role,
+        User.is_active,
+    )
+    .join(User, User.id == ApiKey.created_by_user_id)
+    .where(ApiKey.secret_hash == bindparam("secret_digest"))
+)
+
+
 def authenticate_key(session: Session, key: str) -> Principal | None:
     """:func:`authenticate` for a :func:`credential_key`."""
     now = utcnow()
-    # Every authenticated request runs this: plain column rows, no ORM instances.
     connection = session.connection()
     if key.startswith(TOKEN_PREFIX):
         row = connection.execute(
-            select(
-                AccessToken.id,
-                AccessToken.revoked_at,
-                AccessToken.expires_at,
-                User.id.label("user_id"),
-                User.role,
-                User.is_active,
-            )
-            .join(User, User.id == AccessToken.user_id)
-            .where(AccessToken.token_hash == key.removeprefix(TOKEN_PREFIX))
+            _TOKEN_LOOKUP, {"secret_digest": key.removeprefix(TOKEN_PREFIX)}
         ).first()
         if row is None or row.revoked_at is not None or row.expires_at <= now:
             return None
@@ -191,18 +211,7 @@ def authenticate_key(session: Session, key: str) -> Principal | None:
         return Principal(row.user_id, row.role, "access_token", row.id)
     if key.startswith(API_KEY_PREFIX):
         row = connection.execute(
-            select(
-                ApiKey.id,
-                ApiKey.role.label("key_role"),
-                ApiKey.revoked_at,
-                ApiKey.expires_at,
-                ApiKey.last_used_at,
-                User.id.label("user_id"),
-                User.role,
-                User.is_active,
-            )
-            .join(User, User.id == ApiKey.created_by_user_id)
-            .where(ApiKey.secret_hash == key.removeprefix(API_KEY_PREFIX))
+            _API_KEY_LOOKUP, {"secret_digest": key.removeprefix(API_KEY_PREFIX)}
         ).first()
         if row is None or row.revoked_at is not None or row.expires_at <= now:
             return None

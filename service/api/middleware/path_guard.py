@@ -12,7 +12,7 @@ or a trailing slash. The only paths that end in ``/`` on purpose are the Flask r
 ``slash_routes`` (flasgger's ``/apidocs/``); their slash-less spelling gets a 308 with a
 *relative* ``Location`` (never one built from Host).
 
-It sits just inside connexion's exception middleware (``MiddlewarePosition.BEFORE_SWAGGER``),
+It sits just inside connexion's exception middleware (see ``service.app._middleware_stack``),
 so its problems are rendered like every other and carry the request id. Behind it, the Flask
 app stops merging slashes (``url_map.merge_slashes = False``; ``strict_slashes`` stays on, so
 a slash-less rule never matches a trailing slash) and :func:`refuse_unrouted_views` lets an
