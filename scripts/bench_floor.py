@@ -31,10 +31,11 @@ Shared with the service on purpose (they are not the stack under test):
   SQLite); re-typing it here would risk measuring a different query. Its Python part is a
   loop over a few dozen result rows.
 
-Mirrored on purpose: the service looks the bearer token up in its own short read (connexion's
-security middleware, before the handler's transaction), so the floor does too: two pool
-checkouts per authenticated request (on PostgreSQL reads run in autocommit, see
-``service.db``, so neither pays a BEGIN or a COMMIT).
+Mirrored on purpose: the service confirms the bearer credential as the first statement of the
+request's own transaction (a credential it resolved lately; see ``service.api.security``),
+so the floor looks the token up there too: one pool checkout per list or document. A report
+reads a snapshot, so both check the credential in a short read before it. Documents write
+their events (the counter row, then the event rows) last, as the service does at commit.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ import hashlib
 import json
 import os
 import sys
+import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
@@ -62,6 +64,8 @@ from service.db import Database  # noqa: E402
 from service.db_faults import DatabaseTimeouts  # noqa: E402
 from service.models import (  # noqa: E402
     AccessToken,
+    Event,
+    EventSequence,
     IdempotencyRecord,
     Location,
     Product,
@@ -79,6 +83,8 @@ MOVEMENTS = StockMovement.__table__
 TOKENS = AccessToken.__table__
 USERS = User.__table__
 KEYS = IdempotencyRecord.__table__
+EVENTS = Event.__table__
+COUNTER = EventSequence.__table__
 
 COST_PLACES = Decimal("0.000001")
 IDEMPOTENCY_TTL = timedelta(hours=24)
@@ -188,31 +194,26 @@ def create_app(database_url: str | None = None) -> Flask:
     upsert = pg_insert if postgres else sqlite_insert
     app = Flask("storekeeper_floor")
 
-    # --- auth: the service's token lookup (security middleware), in its own transaction ---
+    # --- auth: the service's credential check, as the request's first statement ----------
 
-    def authenticate() -> int | None:
+    def authenticate(conn) -> int | None:
         """The user id of the request's bearer access token, or None."""
         header = request.headers.get("Authorization", "")
         if not header.startswith("Bearer "):
             return None
         digest = hashlib.sha256(header[7:].encode("utf-8")).hexdigest()
-        with database.transaction(write=False) as session:
-            row = (
-                session.connection()
-                .execute(
-                    select(
-                        TOKENS.c.id,
-                        TOKENS.c.revoked_at,
-                        TOKENS.c.expires_at,
-                        USERS.c.id.label("user_id"),
-                        USERS.c.role,
-                        USERS.c.is_active,
-                    )
-                    .join(USERS, USERS.c.id == TOKENS.c.user_id)
-                    .where(TOKENS.c.token_hash == digest)
-                )
-                .first()
+        row = conn.execute(
+            select(
+                TOKENS.c.id,
+                TOKENS.c.revoked_at,
+                TOKENS.c.expires_at,
+                USERS.c.id.label("user_id"),
+                USERS.c.role,
+                USERS.c.is_active,
             )
+            .join(USERS, USERS.c.id == TOKENS.c.user_id)
+            .where(TOKENS.c.token_hash == digest)
+        ).first()
         now = datetime.now(UTC)
         if row is None or row.revoked_at is not None or row.expires_at <= now:
             return None
@@ -227,8 +228,6 @@ def create_app(database_url: str | None = None) -> Flask:
 
     @app.get("/api/v1/products")
     def list_products():
-        if authenticate() is None:
-            return unauthorized()
         limit = int(request.args.get("limit", 50))
         stmt = select(PRODUCTS)
         cursor = request.args.get("cursor")
@@ -238,7 +237,10 @@ def create_app(database_url: str | None = None) -> Flask:
             stmt = stmt.where(tuple_(PRODUCTS.c.name, PRODUCTS.c.id) > after)
         stmt = stmt.order_by(PRODUCTS.c.name.asc(), PRODUCTS.c.id.asc()).limit(limit + 1)
         with database.transaction(write=False) as session:
-            rows = session.connection().execute(stmt).all()
+            conn = session.connection()
+            if authenticate(conn) is None:
+                return unauthorized()
+            rows = conn.execute(stmt).all()
         items = rows[:limit]
         next_cursor = _cursor("name", [items[-1].name, items[-1].id]) if len(rows) > limit else None
         body = {"items": [_product(r) for r in items], "next_cursor": next_cursor}
@@ -246,8 +248,6 @@ def create_app(database_url: str | None = None) -> Flask:
 
     @app.get("/api/v1/stock/levels")
     def list_stock_levels():
-        if authenticate() is None:
-            return unauthorized()
         limit = int(request.args.get("limit", 50))
         stmt = (
             select(LEVELS)
@@ -255,7 +255,10 @@ def create_app(database_url: str | None = None) -> Flask:
             .limit(limit + 1)
         )
         with database.transaction(write=False) as session:
-            rows = session.connection().execute(stmt).all()
+            conn = session.connection()
+            if authenticate(conn) is None:
+                return unauthorized()
+            rows = conn.execute(stmt).all()
         items = rows[:limit]
         next_cursor = (
             _cursor("product_id", [items[-1].product_id, items[-1].location_id])
@@ -271,8 +274,11 @@ def create_app(database_url: str | None = None) -> Flask:
     def valuation():
         from service.domain import reports  # the service's own statement, see the docstring
 
-        if authenticate() is None:
-            return unauthorized()
+        # A report reads a snapshot (on a replica when there is one): the credential is
+        # checked in a short read on the primary first, as the service does.
+        with database.transaction(write=False) as session:
+            if authenticate(session.connection()) is None:
+                return unauthorized()
         group_by = request.args.get("group_by", "category")
         with database.transaction(write=False) as session:
             report = reports.valuation(session, group_by, None)
@@ -282,7 +288,7 @@ def create_app(database_url: str | None = None) -> Flask:
 
     def post_document(conn, user_id: int, kind: str, location_id: int, to_location_id, changes):
         """Lock, check, write; ``changes`` = [(line_no, kind, product, location, qty, cost)].
-        Returns the document's JSON, or None if a line would go below zero."""
+        Returns the document's JSON and its events, or None if a line would go below zero."""
         # require_location (the ORM's session.get)
         for loc in [location_id] + ([to_location_id] if to_location_id else []):
             found = conn.execute(select(LOCATIONS).where(LOCATIONS.c.id == loc)).first()
@@ -293,7 +299,15 @@ def create_app(database_url: str | None = None) -> Flask:
         products = {
             p.id: p
             for p in conn.execute(
-                select(PRODUCTS.c.id, PRODUCTS.c.is_active, PRODUCTS.c.average_cost)
+                select(
+                    PRODUCTS.c.id,
+                    PRODUCTS.c.sku,
+                    PRODUCTS.c.name,
+                    PRODUCTS.c.is_active,
+                    PRODUCTS.c.average_cost,
+                    PRODUCTS.c.reorder_point,
+                    PRODUCTS.c.reorder_quantity,
+                )
                 .where(PRODUCTS.c.id.in_(wanted))
                 .order_by(PRODUCTS.c.id)
                 .with_for_update()
@@ -335,6 +349,7 @@ def create_app(database_url: str | None = None) -> Flask:
             for lv in lock_levels(missing):
                 levels[(lv.product_id, lv.location_id)] = lv
         totals = {key[0]: int(lv.product_total) for key, lv in levels.items()}
+        totals_before = dict(totals)
         # 2. apply in order; refuse the whole document if any line is short
         running = {key: lv.on_hand for key, lv in levels.items()}
         for _, _, pid, loc, qty, _ in changes:
@@ -414,7 +429,7 @@ def create_app(database_url: str | None = None) -> Flask:
                     updated_at=now,
                 )
             )
-        return {
+        body = {
             "movements": [_movement(m) for m in movements],
             "id": document_id,
             "kind": kind,
@@ -426,6 +441,56 @@ def create_app(database_url: str | None = None) -> Flask:
             "created_by_user_id": user_id,
             "created_by_api_key_id": None,
         }
+        # service.domain.ledger's events: the document, and each product whose total crossed
+        # its reorder point (written at commit, see write_events)
+        pending = [("stock.document.posted", body)]
+        after = dict(totals_before)
+        for _, _, pid, _, qty, _ in changes:
+            after[pid] += qty
+        for pid in sorted(after):
+            product = products[pid]
+            point = product.reorder_point
+            if point <= 0 or not product.is_active:
+                continue
+            was_low, is_low = totals_before[pid] <= point, after[pid] <= point
+            if was_low != is_low:
+                alert = {
+                    "product_id": pid,
+                    "sku": product.sku,
+                    "name": product.name,
+                    "total_on_hand": after[pid],
+                    "reorder_point": point,
+                    "reorder_quantity": product.reorder_quantity,
+                    "suggested_reorder_quantity": max(product.reorder_quantity, point - after[pid]),
+                }
+                pending.append(("stock.level.low" if is_low else "stock.level.restocked", alert))
+        return body, pending
+
+    def write_events(conn, pending) -> None:
+        """service.domain.events at commit: numbers from the counter row (locked until the
+        commit), then the rows."""
+        now = datetime.now(UTC)
+        stmt = upsert(COUNTER).values(id=1, last_sequence=len(pending))
+        last = conn.execute(
+            stmt.on_conflict_do_update(
+                index_elements=[COUNTER.c.id],
+                set_={"last_sequence": COUNTER.c.last_sequence + stmt.excluded.last_sequence},
+            ).returning(COUNTER.c.last_sequence)
+        ).scalar_one()
+        first = last - len(pending) + 1
+        conn.execute(
+            insert(EVENTS),
+            [
+                {
+                    "sequence": first + offset,
+                    "id": f"evt_{uuid.uuid4().hex}",
+                    "type": event_type,
+                    "created_at": now,
+                    "data": data,
+                }
+                for offset, (event_type, data) in enumerate(pending)
+            ],
+        )
 
     def idempotency_claim(conn, scope: str, key: str, fingerprint: str):
         """service.api.idempotency: hold (PostgreSQL advisory lock) and look the key up."""
@@ -463,12 +528,8 @@ def create_app(database_url: str | None = None) -> Flask:
             conn.execute(delete(KEYS).where(KEYS.c.id.in_(expired)))
 
     def write_document(kind: str, build):
-        user_id = authenticate()
-        if user_id is None:
-            return unauthorized()
         body = request.get_json()
         key = request.headers.get("Idempotency-Key")
-        scope = f"user:{user_id}"
         fingerprint = None
         if key:
             canonical = json.dumps(
@@ -480,6 +541,10 @@ def create_app(database_url: str | None = None) -> Flask:
             fingerprint = hashlib.sha256(canonical.encode("utf-8")).hexdigest()
         with database.transaction(write=True) as session:
             conn = session.connection()
+            user_id = authenticate(conn)
+            if user_id is None:
+                return unauthorized()
+            scope = f"user:{user_id}"
             if key:
                 record = idempotency_claim(conn, scope, key, fingerprint)
                 if record == "busy":
@@ -489,13 +554,15 @@ def create_app(database_url: str | None = None) -> Flask:
                     headers["Idempotent-Replayed"] = "true"
                     return Response(record.response_body, 201, headers, mimetype="application/json")
             location_id, to_location_id, changes = build(body)
-            document = post_document(conn, user_id, kind, location_id, to_location_id, changes)
-            if document is None:
+            posted = post_document(conn, user_id, kind, location_id, to_location_id, changes)
+            if posted is None:
                 session.rollback()
                 return _json({"title": "Conflict", "status": 409}, 409)
+            document, pending = posted
             location = f"/api/v1/stock/documents/{document['id']}"
             if key:
                 idempotency_store(conn, scope, key, fingerprint, document, location)
+            write_events(conn, pending)
         return _json(document, 201, {"Location": location})
 
     def receipt_changes(body):
